@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: set up (or refresh) .venv, then check, in this order,
+#   1. notebooks <-> package sync (nbdev_export must reproduce stylegan_v/ exactly),
+#   2. notebooks are clean (nbdev_clean changes nothing),
+#   3. nbdev_test: every notebook runs on the CPU (cells flagged slow / cuda are skipped),
+#   4. pytest tests/.
+# Extra arguments go to pytest.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash tools/setup.sh
+venv=${STYLEGAN_V_VENV:-$root/.venv}
+export PATH="$venv/bin:$PATH" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$root/.torch_extensions}
+SECONDS=0
+echo "== 1-2. sync and clean checks"; python tools/check_sync.py
+echo "== 3. nbdev_test (CPU)";          nbdev_test --n_workers 2
+echo "== 4. pytest";                   python -m pytest tests/ -q -p no:cacheprovider "$@"
+echo "tests finished in ${SECONDS}s"
