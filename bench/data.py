@@ -1,0 +1,104 @@
+"""Benchmark (not a test): data-loading throughput.
+
+1. The training loader (`stylegan_v.data.dataset.make_training_loader`): 3-frame clips at 256 px read from a zip of
+   JPEG frames, batch 16, with 0, 1 and 2 DataLoader workers -> clips/s and frames/s.
+2. Video decoding with PyAV: a directory of 256 px mp4s decoded frame by frame -> frames/s; and the whole
+   `stylegan-v prepare videos` conversion (decode + resize + JPEG encode + zip) with 0 and 2 workers.
+
+The data is made by the built-in synthetic generator, so nothing needs downloading. Ratios are against the
+0-worker baseline measured in the same run.
+
+    python bench/data.py              # ~40-60 s on 2 CPU cores
+    python bench/data.py --quick      # smaller, for a smoke run
+"""
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stylegan_v.data.prepare import iter_video_frames, videos_to_dataset, write_video
+from stylegan_v.data.synthetic import synthetic_video, write_synthetic_dataset
+
+
+def bench_loader(zip_path, num_workers, batch_size, num_batches, warmup):
+    from stylegan_v.data.dataset import make_training_loader
+    loader = make_training_loader(zip_path, batch_size=batch_size, num_workers=num_workers, seed=0)
+    it = iter(loader)
+    t_start = time.perf_counter()
+    for _ in range(warmup):  # includes worker start-up
+        batch = next(it)
+    t_first = time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    frames = 0
+    for _ in range(num_batches):
+        batch = next(it)
+        frames += batch['image'].shape[0] * batch['image'].shape[1]
+    dt = time.perf_counter() - t0
+    shape = tuple(batch['image'].shape)
+    del it, loader
+    return dict(clips_s=num_batches * batch_size / dt, frames_s=frames / dt, startup_s=t_first, shape=shape)
+
+
+def bench_decode(mp4s):
+    t0 = time.perf_counter()
+    n = 0
+    for p in mp4s:
+        for img in iter_video_frames(p):
+            np.asarray(img)
+            n += 1
+    return n / (time.perf_counter() - t0), n
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='smaller data and fewer batches')
+    ap.add_argument('--workdir', default=None, help='where to put the bench data (default: a temporary dir)')
+    ap.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
+    args = ap.parse_args(argv)
+    res, batch = 256, 16
+    num_videos, num_frames = (8, 16) if args.quick else (24, 48)
+    num_batches = 4 if args.quick else 30
+    num_mp4, mp4_frames = (2, 32) if args.quick else (8, 64)
+    torch.set_num_threads(max(1, os.cpu_count() // 2))
+
+    print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (other work on the machine skews the numbers)")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as d:
+        d = Path(d)
+        t0 = time.perf_counter()
+        zip_path = write_synthetic_dataset(d / 'synth256.zip', num_videos=num_videos, num_frames=num_frames,
+                                           resolution=res, ext='jpg', quality=95, progress=False)
+        print(f"bench data: {num_videos} videos x {num_frames} frames at {res} px, JPEG q95, "
+              f"{zip_path.stat().st_size / 1e6:.1f} MB zip, made in {time.perf_counter() - t0:.1f} s")
+
+        print(f"\n== training loader: 3-frame clips at {res} px from a zip, batch {batch}, {num_batches} batches ==")
+        base = None
+        for w in args.workers:
+            r = bench_loader(zip_path, w, batch, num_batches, warmup=1)
+            base = base or r['clips_s']
+            print(f"workers={w}: {r['clips_s']:7.1f} clips/s  {r['frames_s']:7.1f} frames/s  "
+                  f"(x{r['clips_s'] / base:.2f} vs 0 workers; first batch {r['startup_s']:.2f} s; batch {r['shape']})")
+
+        print(f"\n== PyAV decoding: {num_mp4} mp4s (libx264 yuv420p) x {mp4_frames} frames at {res} px ==")
+        t0 = time.perf_counter()
+        mp4s = [write_video(d / 'mp4' / f'clip{i:02d}.mp4', synthetic_video((1, i), mp4_frames, res), fps=25)
+                for i in range(num_mp4)]
+        print(f"(encoded in {time.perf_counter() - t0:.1f} s)")
+        fps, n = bench_decode(mp4s)
+        print(f"decode to RGB arrays: {fps:7.1f} frames/s ({n} frames)")
+        base = None
+        for w in sorted({0, 2} & set(args.workers) | {0}):
+            t0 = time.perf_counter()
+            out = videos_to_dataset(d / 'mp4', d / f'conv{w}.zip', target_size=128, num_workers=w, progress=False)
+            dt = time.perf_counter() - t0
+            rate = out['num_videos'] * mp4_frames / dt
+            base = base or rate
+            print(f"prepare videos (decode + resize to 128 + JPEG + zip), workers={w}: {rate:7.1f} frames/s "
+                  f"(x{rate / base:.2f} vs 0 workers)")
+
+
+if __name__ == '__main__':
+    main()
