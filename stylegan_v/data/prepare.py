@@ -341,6 +341,7 @@ def write_video(path: str | os.PathLike, frames, fps: int = 25, codec: str = 'li
             for f in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): out.mux(packet)
             for packet in stream.encode(): out.mux(packet)
+        _publish_modes(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
