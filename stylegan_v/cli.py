@@ -52,7 +52,7 @@ def cli_info(argv: list[str]) -> int:
           f"  threads: {torch.get_num_threads()}")
     print(f"download cache: {cache_dir()}")
     status = _resolve('stylegan_v.ops.build:status')
-    if status is not None: status(verbose=True)
+    if status is not None: status(build=True, print_table=True)
     return 0
 
 # %% ../nbs/08_cli.ipynb #b4af4447

@@ -129,3 +129,18 @@ def test_download_unreachable_url_names_file_and_manual_path(tmp_path):
     msg = str(err.value)
     assert 'inception-2015-12-05.pkl' in msg and str(cache / 'inception-2015-12-05.pkl') in msg and 'a' * 64 in msg
     assert not any(cache.iterdir())
+
+
+def test_non_editable_install_ships_the_kernels(tmp_path):
+    "A wheel carries kernels/ as package data, and the op builder finds the sources inside the installed package."
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
+                    str(tmp_path / 'whl'), str(ROOT)], check=True, capture_output=True)
+    wheel, = (tmp_path / 'whl').glob('*.whl')
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(tmp_path / 'site'),
+                    str(wheel)], check=True, capture_output=True)
+    kernels = sorted(p.name for p in (ROOT / 'kernels').iterdir() if p.is_file())
+    assert kernels and sorted(p.name for p in (tmp_path / 'site' / 'stylegan_v' / 'kernels').iterdir()) == kernels
+    code = 'import stylegan_v.ops.build as b; print(b.kernels_dir())'
+    out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True,
+                         env={'PYTHONPATH': str(tmp_path / 'site'), 'PATH': '/usr/bin:/bin'}, check=True).stdout
+    assert Path(out.strip()) == tmp_path / 'site' / 'stylegan_v' / 'kernels'

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: set up (or refresh) .venv, then run the most complete end-to-end run the workbench has.
-# Output goes to ${1:-runs_out/demo}.
+# The main job: set up (or refresh) .venv, then run the most complete end-to-end run the workbench has
+# (`stylegan-v demo`: built-in data -> loader -> G and D -> safe checkpoint -> sample videos).
+# Output goes to ${1:-runs_out/demo}. When the reference data sits beside the repository, the demo also renders
+# from the original implementation's snapshot pickle (loaded without executing its code).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -9,6 +11,7 @@ venv=${STYLEGAN_V_VENV:-$root/.venv}
 export PATH="$venv/bin:$PATH" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$root/.torch_extensions}
 stylegan-v info
-if stylegan-v --help | grep -q '^  demo '; then
-  stylegan-v demo --outdir "${1:-runs_out/demo}"
-fi
+extra=()
+fixture=${STYLEGAN_V_SHARED:-$root/../shared}/parity/config_a/fixture.pkl
+[ -f "$fixture" ] && extra=(--checkpoint "$fixture")
+stylegan-v demo --outdir "${1:-runs_out/demo}" "${extra[@]}"
