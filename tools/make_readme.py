@@ -1,7 +1,7 @@
 """Write README.md from nbs/index.ipynb (quarto, and so nbdev_readme, is not available here).
 
 Markdown cells are copied; code cells become fenced python blocks; cells starting with `#| hide` are skipped;
-links to notebooks gain the `nbs/` prefix. `--check` exits 1 when README.md is not what the notebook gives.
+relative links (notebooks, images) gain the `nbs/` prefix. `--check` exits 1 when README.md is not what the notebook gives.
 """
 import json
 import re
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# a relative link in the notebook (to another notebook, an image) gains the nbs/ prefix in README.md
+LOCAL_LINK = re.compile(r'\]\((?!https?:|/|\.\./|#)([\w./\-]+)\)')
 
 
 def render(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
@@ -19,7 +21,7 @@ def render(nb_path: Path = ROOT / 'nbs' / 'index.ipynb') -> str:
         if not src or src.startswith('#| hide'):
             continue
         if cell['cell_type'] == 'markdown':
-            parts.append(re.sub(r'\]\((?!https?:|/|\.\./)([\w.\-]+\.ipynb)\)', r'](nbs/\1)', src))
+            parts.append(LOCAL_LINK.sub(r'](nbs/\1)', src))
         elif cell['cell_type'] == 'code':
             parts.append(f'```python\n{src}\n```')
     header = '<!-- Generated from nbs/index.ipynb by tools/make_readme.py; edit the notebook, not this file. -->\n\n'
