@@ -422,6 +422,22 @@ def _write_broken(target, broken: dict, progress: bool):
         print(f"{len(broken)} input(s) could not be converted (listed in {report}):", file=sys.stderr)
         for path, err in broken.items(): print(f"  {path}: {err}", file=sys.stderr)
 
+def _convert_all(convert, tasks, names, target, *, ext, quality, overwrite, num_workers, progress,
+                 broken: dict, what: str) -> dict:
+    "Run `convert` over `tasks` (in `num_workers` processes), write each clip under its name, list failures in `broken`."
+    with DatasetWriter(target, ext, quality, overwrite) as writer:
+        results = _map_tasks(convert, tasks, min(num_workers, len(tasks)))
+        for name, (path, frames, err) in tqdm(zip(names, results), total=len(tasks), unit='video', disable=not progress):
+            if err is None and not frames: err = 'VideoReadError: no frames decoded'
+            if err is not None: broken[path] = err
+            else: writer.add_video(name, frames)
+        if not writer.videos:
+            writer.abort()
+            _write_broken(target, broken, progress)
+            raise VideoReadError(f"none of the {what} could be converted; see {broken_report_path(target)}")
+    _write_broken(target, broken, progress)
+    return {'num_videos': len(writer.videos), 'broken': broken}
+
 def videos_to_dataset(source_dir, target, *, target_size: int = 128, fps: float | None = None,
                       video_exts: Sequence[str] = VIDEO_EXTS, num_workers: int = 0, ext: str = 'jpg',
                       quality: int = 95, overwrite: bool = False, progress: bool = True) -> dict:
@@ -431,20 +447,10 @@ def videos_to_dataset(source_dir, target, *, target_size: int = 128, fps: float 
     if not isinstance(num_workers, int) or num_workers < 0: raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
     names = [_clip_name(p) for p in files]
     names = [n if names.count(n) == 1 else f'{n}_{p.suffix.lstrip(".").lower()}' for n, p in zip(names, files)]
-    broken = {}
-    with DatasetWriter(target, ext, quality, overwrite) as writer:
-        tasks = [(p, target_size, fps, ext, quality) for p in files]
-        results = _map_tasks(_convert_clip, tasks, min(num_workers, len(files)))
-        for name, (path, frames, err) in tqdm(zip(names, results), total=len(files), unit='video', disable=not progress):
-            if err is None and not frames: err = 'VideoReadError: no frames decoded'
-            if err is not None: broken[path] = err
-            else: writer.add_video(name, frames)
-        if not writer.videos:
-            writer.abort()
-            _write_broken(target, broken, progress)
-            raise VideoReadError(f"none of the {len(files)} videos in {source_dir} could be decoded; see {broken_report_path(target)}")
-    _write_broken(target, broken, progress)
-    return {'num_videos': len(writer.videos), 'broken': broken}
+    tasks = [(p, target_size, fps, ext, quality) for p in files]
+    return _convert_all(_convert_clip, tasks, names, target, ext=ext, quality=quality, overwrite=overwrite,
+                        num_workers=num_workers, progress=progress, broken={},
+                        what=f"{len(files)} videos in {source_dir}")
 
 # %% ../../nbs/03b_data.prepare.ipynb #8e258b7f
 def _default_target(source: Path, suffix: str) -> Path:
@@ -534,18 +540,9 @@ def faces_to_dataset(source_dir, target, *, split: str = 'train', img_size: int 
     for p in videos:
         if p.stem not in masks: broken[str(p)] = f'FileNotFoundError: no mask video named {p.stem}.* in {base / "mask"}'
         else: tasks.append((p, masks[p.stem], img_size, wide_crop, ext, quality)); names.append(_clip_name(p))
-    with DatasetWriter(target, ext, quality, overwrite) as writer:
-        results = _map_tasks(_convert_faces, tasks, min(num_workers, len(tasks)))
-        for name, (path, frames, err) in tqdm(zip(names, results), total=len(tasks), unit='video', disable=not progress):
-            if err is None and not frames: err = 'VideoReadError: no frames decoded'
-            if err is not None: broken[path] = err
-            else: writer.add_video(name, frames)
-        if not writer.videos:
-            writer.abort()
-            _write_broken(target, broken, progress)
-            raise VideoReadError(f"none of the {len(videos)} videos in {base / 'original'} could be converted; see {broken_report_path(target)}")
-    _write_broken(target, broken, progress)
-    return {'num_videos': len(writer.videos), 'broken': broken}
+    return _convert_all(_convert_faces, tasks, names, target, ext=ext, quality=quality, overwrite=overwrite,
+                        num_workers=num_workers, progress=progress, broken=broken,
+                        what=f"{len(videos)} videos in {base / 'original'}")
 
 # %% ../../nbs/03b_data.prepare.ipynb #684dee26
 def static_dataset(source, target=None, *, max_len: int | None = None, force_len: int | None = None, seed: int = 0,
