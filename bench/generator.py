@@ -8,14 +8,21 @@ Each sampling path runs in its own subprocess (so that peak RSS belongs to that 
 - `non-fused`: modulate the activations instead of the weights (the original's train-mode path);
 - `channels_last non-fused` (the module converted with `.to(memory_format=torch.channels_last)`; the fused variant is
   available with `--paths` but was slower than the original approach in every run);
-- `per-video shared weights`: only when `stylegan_v.networks` offers such a path (it does not yet; reported as missing);
-- `torch.compile` of the faster eager path (`--compile`, on by default at the smallest resolution only: compiling a
+- `per-video (default)`: `modconv='per_video'`, what eval mode uses by default (`modconv='auto'`) for StyleGAN-V: the
+  content ws are shared by the frames of a video, so every layer modulates/demodulates its weight once per video and
+  convolves that video's frames with it in one plain convolution (`per_video_impl='loop'`), one video at a time;
+- `per-video grouped` / `per-video broadcast` (with `--paths`): the same per-video weights as one grouped convolution
+  over the videos, or the non-fused formulation with per-video styles broadcast over the frames (both measured slower
+  than `loop` here);
+- `torch.compile` of the default eager path (`--compile`, on by default at the smallest resolution only: compiling a
   full-width generator on 2 cores takes minutes).
 
 Ratios are against `fused (original)` measured in the same run. Frames of each path are compared with the fused ones
-(max |diff|). Absolute numbers depend on the load of the machine; only the ratios mean something.
+(max |diff|). Absolute numbers depend on the load of the machine; only the ratios mean something. The machine may be
+shared: besides wall-clock frames/s the table gives frames per CPU-second of the process (less sensitive to other
+processes taking the cores; with several threads it also counts the threads' spin-waiting).
 
-    python bench/generator.py                       # the default table (< 5 min on 2 cores)
+    python bench/generator.py                       # the default table (< 10 min on 2 cores)
     python bench/generator.py --resolutions 64 --reps 3 --compile all
 """
 from __future__ import annotations
@@ -31,8 +38,12 @@ import time
 from pathlib import Path
 
 PATHS = ['fused (original)', 'non-fused', 'channels_last fused', 'channels_last non-fused',
-         'per-video shared weights', 'torch.compile']
-DEFAULT_PATHS = [p for p in PATHS if p != 'channels_last fused']  # slower than fused in every run so far; --paths adds it
+         'per-video (default)', 'per-video grouped', 'per-video broadcast', 'torch.compile']
+# channels_last fused was slower than fused in every run so far, and the per-video variants slower than the default
+DEFAULT_PATHS = [p for p in PATHS if p not in ('channels_last fused', 'per-video grouped', 'per-video broadcast')]
+MODCONV = {'fused (original)': 'fused', 'channels_last fused': 'fused', 'non-fused': 'nonfused',
+           'channels_last non-fused': 'nonfused', 'per-video (default)': 'per_video', 'per-video grouped': 'per_video',
+           'per-video broadcast': 'per_video', 'torch.compile': 'per_video'}
 
 
 def _build_generator(res: int):
@@ -55,12 +66,10 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(spec['threads'])
     res, path, B, F = spec['res'], spec['path'], spec['batch'], spec['frames']
     G = _build_generator(res)
-    kwargs = {'noise_mode': 'const'}
-    if path in ('fused (original)', 'channels_last fused'): kwargs['fused_modconv'] = True
-    else: kwargs['fused_modconv'] = spec.get('compile_fused', False) if path == 'torch.compile' else False
+    kwargs = {'noise_mode': 'const', 'modconv': MODCONV[path]}
     if path.startswith('channels_last'): G = G.to(memory_format=torch.channels_last)
-    if path == 'per-video shared weights':
-        return {'skipped': 'stylegan_v.networks has no per-video shared-weights path'}
+    if path in ('per-video grouped', 'per-video broadcast'): G.synthesis.per_video_impl = path.split()[-1]
+    if path == 'per-video (default)': assert G.synthesis.resolve_modconv() == 'per_video', 'eval default changed'
     g = torch.Generator().manual_seed(1)
     z = torch.randn(B, 512, generator=g)
     c = torch.zeros(B, 0)
@@ -77,15 +86,16 @@ def child(spec: dict) -> dict:
             run(z, c, t, motion_z)
             out['compile_s'] = time.perf_counter() - t0
         rss_before = _maxrss_mib()
-        times, frames = [], None
+        times, cpu, frames = [], [], None
         for _ in range(spec['reps']):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             y = run(z, c, t, motion_z)
-            times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
             if frames is None: frames = y
     torch.save(frames, spec['frames_path'])
     times.sort()
-    out.update(fps=B * F / times[len(times) // 2], times=times, rss_model_mib=rss_before, rss_peak_mib=_maxrss_mib())
+    out.update(fps=B * F / times[len(times) // 2], times=times, fpcs=B * F / sorted(cpu)[len(cpu) // 2],
+               rss_model_mib=rss_before, rss_peak_mib=_maxrss_mib())
     return out
 
 
@@ -99,7 +109,7 @@ def main(argv=None) -> int:
     p.add_argument('--paths', nargs='+', default=None, choices=PATHS, help='default: all but channels_last fused')
     p.add_argument('--compile', choices=['none', 'smallest', 'all'], default='smallest',
                    help='where to try torch.compile (it takes minutes on a small CPU)')
-    p.add_argument('--budget-s', type=float, default=285, help='skip remaining paths once this much time is spent')
+    p.add_argument('--budget-s', type=float, default=540, help='skip remaining paths once this much time is spent')
     p.add_argument('--child', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -144,15 +154,18 @@ def main(argv=None) -> int:
             print(f'  {res:4d} px  {path:26s} ' + (f"{result['fps']:7.2f} frames/s" if 'fps' in result else result['skipped']),
                   flush=True)
 
-    print(f"\n| res | path | frames/s | vs original | peak RSS MiB (model / peak) | max abs diff vs original | notes |")
-    print('|---|---|---|---|---|---|---|')
+    print(f"\n| res | path | frames/s | vs original | frames per CPU-s (vs original) | peak RSS MiB (model / peak) "
+          f"| max abs diff vs original | notes |")
+    print('|---|---|---|---|---|---|---|---|')
     for res, path, r in sorted(rows, key=lambda row: (row[0], PATHS.index(row[1]))):
         base = next((x for rr, pp, x in rows if rr == res and pp == 'fused (original)' and 'fps' in x), None)
         if 'fps' not in r:
-            print(f"| {res} | {path} | - | - | - | - | {r['skipped']} |"); continue
+            print(f"| {res} | {path} | - | - | - | - | - | {r['skipped']} |"); continue
         ratio = f"{r['fps'] / base['fps']:.2f}x" if base else '-'
+        cpu_ratio = f" ({r['fpcs'] / base['fpcs']:.2f}x)" if base else ''
         notes = f"compile {r['compile_s']:.0f} s" if 'compile_s' in r else ''
-        print(f"| {res} | {path} | {r['fps']:.2f} | {ratio} | {r['rss_model_mib']:.0f} / {r['rss_peak_mib']:.0f} | "
+        print(f"| {res} | {path} | {r['fps']:.2f} | {ratio} | {r['fpcs']:.2f}{cpu_ratio} | "
+              f"{r['rss_model_mib']:.0f} / {r['rss_peak_mib']:.0f} | "
               f"{r['max_diff']:.1e} | {notes} |")
     print(f'\ntotal {time.perf_counter() - start:.0f} s')
     return 0

@@ -233,6 +233,7 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f'b{res}', block)
         self.modconv = 'auto'          # the default of forward(modconv=None); see `resolve_modconv`
         self.per_video_impl = 'loop'   # how the per-video path runs its convolutions (see modulated_conv2d_per_video)
+        self.per_video_chunk = 16      # per-video path: run the blocks on groups of about this many frames (whole videos)
 
     @property
     def shares_ws_across_frames(self) -> bool:
@@ -279,6 +280,14 @@ class SynthesisNetwork(nn.Module):
             elif self.cond_type == 'sum_w':
                 ws = ws + motion_v.unsqueeze(1)
         ws = ws.to(torch.float32)
+        if mode != 'per_video': return self._run_blocks(ws, motion_v, **block_kwargs)
+        # whole videos at a time: small activations, and each layer's convolution runs once per video with its weight
+        vids = max(1, self.per_video_chunk // T)
+        imgs = [self._run_blocks(ws[v:v + vids], None if motion_v is None else motion_v[v * T:(v + vids) * T], **block_kwargs)
+                for v in range(0, B, vids)]
+        return torch.cat(imgs) if len(imgs) > 1 else imgs[0]
+
+    def _run_blocks(self, ws, motion_v, **block_kwargs) -> torch.Tensor:
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
