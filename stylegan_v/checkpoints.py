@@ -184,7 +184,7 @@ def load(path_or_url: str | os.PathLike, which: str | None = None, device: str |
     path = _local_file(path_or_url)
     kind = checkpoint_kind(path)
     if kind == 'stylegan-v':
-        available = read_checkpoint(path)[0]['networks']
+        available = json.loads(_safetensors_header(path)['__metadata__']['config'])['networks']  # header only, not the tensors
         name = which or next((n for n in ('G_ema', 'G') if n in available), None)
         if name is None: raise CheckpointError(f"{path} holds no generator (networks: {sorted(available)}); pass which=")
         return load_checkpoint(path, names=[name], device=device)[name]

@@ -16,7 +16,7 @@ import torch
 
 from .core import Config, seed_everything, atomic_write_bytes
 from .data.dataset import make_training_loader, sample_fake_conditions
-from .data.prepare import write_video
+from .data.prepare import encode_frame, write_video
 from .data.synthetic import write_synthetic_dataset
 from .networks.generator import Generator
 from .networks.discriminator import Discriminator
@@ -68,7 +68,6 @@ def frame_strip(video: np.ndarray, every: int = 8) -> np.ndarray:
 # %% ../nbs/09_demo.ipynb #f84af773
 def run_demo(cfg: DemoConfig, log=print) -> dict:
     "Run the end-to-end demo; write data, checkpoint, sample video and summary under `cfg.outdir`."
-    from PIL import Image
     out = Path(cfg.outdir); out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     summary, t0 = {'config': cfg.to_dict()}, time.time()
@@ -104,11 +103,11 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     if not same: raise RuntimeError(f"{ckpt}: reloaded generator does not reproduce the saved one bit-exactly")
     log(f"[4/6] checkpoint: {ckpt} ({ckpt.stat().st_size/1e6:.1f} MB), reload bit-exact")
 
-    summary['videos'] = {'random_init': str(_render(G, cfg, out / 'sample_random_init', Image))}
+    summary['videos'] = {'random_init': str(_render(G, cfg, out / 'sample_random_init'))}
     log(f"[5/6] sample video (untrained model, {cfg.sample_frames} frames, continuous t): {summary['videos']['random_init']}")
     if cfg.checkpoint:
         G_ckpt = checkpoints.load(cfg.checkpoint).eval()
-        summary['videos']['checkpoint'] = str(_render(G_ckpt, cfg, out / 'sample_checkpoint', Image))
+        summary['videos']['checkpoint'] = str(_render(G_ckpt, cfg, out / 'sample_checkpoint'))
         log(f"[6/6] {cfg.checkpoint} ({type(G_ckpt).__name__}, {G_ckpt.img_resolution}px): {summary['videos']['checkpoint']}")
     else:
         log("[6/6] no checkpoint given (checkpoint=PATH renders an original pickle or one of ours)")
@@ -117,7 +116,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     log(f"done in {summary['seconds']}s: {out}")
     return summary
 
-def _render(G, cfg: DemoConfig, stem: Path, Image) -> Path:
+def _render(G, cfg: DemoConfig, stem: Path) -> Path:
     "Render `cfg.sample_videos` videos of `cfg.sample_frames` frames to `<stem>.mp4` and a PNG strip."
     with torch.no_grad():
         content = G.sample_content(cfg.sample_videos, seed=cfg.seed)
@@ -126,7 +125,7 @@ def _render(G, cfg: DemoConfig, stem: Path, Image) -> Path:
     if video.shape[1] % 2 or video.shape[2] % 2:  # yuv420p needs even sizes
         video = np.pad(video, ((0, 0), (0, video.shape[1] % 2), (0, video.shape[2] % 2), (0, 0)))
     path = write_video(stem.with_suffix('.mp4'), video, fps=cfg.fps)
-    Image.fromarray(frame_strip(video, every=max(1, cfg.sample_frames // 6))).save(stem.with_suffix('.png'))
+    atomic_write_bytes(stem.with_suffix('.png'), encode_frame(frame_strip(video, every=max(1, cfg.sample_frames // 6)), 'png'))
     return path
 
 # %% ../nbs/09_demo.ipynb #0c2f91ab

@@ -22,7 +22,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from ..core import atomic_write_bytes
+from ..core import _umask, atomic_write_bytes
 
 # %% auto #0
 __all__ = ['FRAME_EXTS', 'READ_EXTS', 'VIDEO_EXTS', 'encode_frame', 'decode_frame', 'DatasetWriter', 'FrameFiles',
@@ -67,10 +67,6 @@ def decode_frame(data: bytes) -> np.ndarray:
 
 # %% ../../nbs/03b_data.prepare.ipynb #085aa7d3
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamp: same content -> same zip bytes
-
-def _umask() -> int:
-    mask = os.umask(0o022); os.umask(mask)
-    return mask
 
 def _publish_modes(path: Path):
     "Give a finished temporary the permissions a plainly created file/folder would have (mkstemp/mkdtemp make them private)."
@@ -414,7 +410,7 @@ def broken_report_path(target) -> Path:
     target = Path(target)
     return target.with_name(f'{target.stem if target.suffix.lower() == ".zip" else target.name}_broken.json')
 
-def _write_broken(target, broken: dict, progress: bool):
+def _write_broken(target, broken: dict):
     report = broken_report_path(target)
     if not broken: report.unlink(missing_ok=True)  # a report left by an earlier run would now be wrong
     else:
@@ -433,9 +429,9 @@ def _convert_all(convert, tasks, names, target, *, ext, quality, overwrite, num_
             else: writer.add_video(name, frames)
         if not writer.videos:
             writer.abort()
-            _write_broken(target, broken, progress)
+            _write_broken(target, broken)
             raise VideoReadError(f"none of the {what} could be converted; see {broken_report_path(target)}")
-    _write_broken(target, broken, progress)
+    _write_broken(target, broken)
     return {'num_videos': len(writer.videos), 'broken': broken}
 
 def videos_to_dataset(source_dir, target, *, target_size: int = 128, fps: float | None = None,

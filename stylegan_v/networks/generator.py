@@ -170,7 +170,6 @@ class SynthesisBlock(nn.Module):
         memory_format = torch.channels_last if self.channels_last and fp16 else torch.contiguous_format
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or (x is not None and int(x.shape[0]) == 1))
-        if per_video is not None: fused_modconv = per_video != 'broadcast'  # 'loop'/'grouped' modulate the weights
         layer_kwargs = dict(layer_kwargs, per_video=per_video)
 
         if self.in_channels == 0:
