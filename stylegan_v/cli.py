@@ -12,7 +12,6 @@ import platform
 import sys
 
 import stylegan_v
-from .core import cache_dir
 
 # %% auto #0
 __all__ = ['COMMANDS', 'available_commands', 'cli_info', 'main']
@@ -33,20 +32,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _resolve(target: str):
     "Import `module:function` and return the function, or None when this installation does not have it."
     module, func = target.split(':')
-    try:
-        if importlib.util.find_spec(module) is None: return None
-    except ModuleNotFoundError: return None  # a parent package is missing
-    return getattr(importlib.import_module(module), func, None)
+    return getattr(importlib.import_module(module), func, None) if _module_exists(module) else None
 
 def available_commands() -> dict[str, str]:
     "Names and one-line help of the subcommands this installation provides."
-    return {name: help for name, (target, help) in COMMANDS.items() if _resolve(target) is not None}
+    return {name: help for name, (target, help) in COMMANDS.items() if _module_exists(target.split(':')[0])}
+
+def _module_exists(module: str) -> bool:
+    "Whether `module` can be imported, without importing it (so `stylegan-v --help` does not pay for torch)."
+    try: return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError: return False  # a parent package is missing
 
 # %% ../nbs/08_cli.ipynb #ac27fd29
 def cli_info(argv: list[str]) -> int:
     "Print versions, devices, the download cache and the custom-op status."
     argparse.ArgumentParser(prog='stylegan-v info', description='Print versions, devices, cache and op status.').parse_args(argv)
     import torch
+    from stylegan_v.core import cache_dir
     print(f"stylegan-v {stylegan_v.__version__}  python {platform.python_version()}  torch {torch.__version__}")
     print(f"device: {'cuda x%d (%s)' % (torch.cuda.device_count(), torch.cuda.get_device_name(0)) if torch.cuda.is_available() else 'cpu only'}"
           f"  threads: {torch.get_num_threads()}")

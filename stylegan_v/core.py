@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #d7163e19
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,8 +24,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['seed_everything', 'pick_device', 'pick_dtype', 'assert_shape', 'atomic_write_bytes', 'ConfigError', 'Config',
-           'getattr_path', 'DownloadError', 'cache_dir', 'sha256_file', 'download']
+__all__ = ['seed_everything', 'pick_device', 'pick_dtype', 'assert_shape', 'publish_permissions', 'atomic_path',
+           'atomic_write_bytes', 'ConfigError', 'Config', 'getattr_path', 'DownloadError', 'cache_dir', 'sha256_file',
+           'download']
 
 # %% ../nbs/00_core.ipynb #2b06ed17
 def seed_everything(seed: int) -> torch.Generator:
@@ -74,25 +76,38 @@ def assert_shape(tensor: torch.Tensor, shape: typing.Sequence[int | None], name:
 def _fmt_shape(shape): return '[' + ', '.join('*' if s is None else str(s) for s in shape) + ']'
 
 # %% ../nbs/00_core.ipynb #756f1d8b
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    "Write `data` to `path` through a temporary file in the same directory and an atomic rename."
+def publish_permissions(path: str | os.PathLike) -> Path:
+    "Give a finished temporary file, or a folder and all below it, the permissions a plainly created one would have."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the final file gets the usual permissions
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    mask = _umask()  # mkstemp/mkdtemp make temporaries private (0600/0700)
+    for p in ([path, *path.rglob('*')] if path.is_dir() else [path]):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
     return path
 
 def _umask() -> int:
     mask = os.umask(0); os.umask(mask)
     return mask
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = '.partial'):
+    "Yield a temporary file path beside `path`; on success publish it under `path` (usual permissions), on error delete it."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(publish_permissions(tmp), path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    "Write `data` to `path` through a temporary file in the same directory and an atomic rename."
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(data)
+        f.flush(); os.fsync(f.fileno())
+    return Path(path)
 
 # %% ../nbs/00_core.ipynb #c7551df6
 class ConfigError(ValueError):
@@ -267,29 +282,23 @@ def download(url_or_path: str | os.PathLike, sha256: str | None = None, filename
     if target.is_file():
         if sha256 is None or sha256_file(target) == sha256: return target
         print(f"[download] cached {target} does not match its sha256; fetching it again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.partial', dir=target.parent)
-    tmp = Path(tmp)
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            try: response = urllib.request.urlopen(src, timeout=timeout)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, 'reason', e)
-                raise DownloadError(
-                    f"could not fetch {name} from {src} ({reason}).\n"
-                    f"If this machine is offline, obtain the file elsewhere and place it by hand at:\n    {target}\n"
-                    + (f"(its sha256 must be {sha256}), " if sha256 else "")
-                    + "or pass a local path instead of the URL.") from e
-            with response:
-                total = int(response.headers.get('Content-Length') or 0) or None
-                bar = _progress(total, name, progress)
-                for block in iter(lambda: response.read(1 << 20), b''):
-                    out.write(block); bar.update(len(block))
-                bar.close()
+    with atomic_path(target) as tmp, open(tmp, 'wb') as out:
+        try: response = urllib.request.urlopen(src, timeout=timeout)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, 'reason', e)
+            raise DownloadError(
+                f"could not fetch {name} from {src} ({reason}).\n"
+                f"If this machine is offline, obtain the file elsewhere and place it by hand at:\n    {target}\n"
+                + (f"(its sha256 must be {sha256}), " if sha256 else "")
+                + "or pass a local path instead of the URL.") from e
+        with response:
+            total = int(response.headers.get('Content-Length') or 0) or None
+            bar = _progress(total, name, progress)
+            for block in iter(lambda: response.read(1 << 20), b''):
+                out.write(block); bar.update(len(block))
+            bar.close()
+        out.flush()
         _check_sha(tmp, sha256, what=f"{name} downloaded from {src}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 def _check_sha(path: Path, sha256: str | None, what: str):

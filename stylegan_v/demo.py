@@ -17,7 +17,7 @@ import torch
 from .core import Config, seed_everything, atomic_write_bytes
 from .data.dataset import make_training_loader, sample_fake_conditions
 from .data.prepare import encode_frame, write_video
-from .data.synthetic import write_synthetic_dataset
+from .data.synthetic import default_synthetic_dataset
 from .networks.generator import Generator
 from .networks.discriminator import Discriminator
 from . import checkpoints
@@ -72,10 +72,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     seed_everything(cfg.seed)
     summary, t0 = {'config': cfg.to_dict()}, time.time()
 
-    data = out / 'data' / f'shapes_{cfg.resolution}.zip'
-    if not data.exists():
-        write_synthetic_dataset(data, num_videos=cfg.num_videos, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                                seed=cfg.seed, progress=False)
+    # named by its settings, so a rerun with other settings never reuses stale data
+    data = default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=out / 'data')
     log(f"[1/6] dataset: {data} ({cfg.num_videos} videos x {cfg.num_frames} frames at {cfg.resolution}px)")
 
     loader = make_training_loader(data, batch_size=cfg.batch_size, num_workers=0, resolution=cfg.resolution,

@@ -22,7 +22,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from ..core import _umask, atomic_write_bytes
+from ..core import atomic_path, atomic_write_bytes, publish_permissions
 
 # %% auto #0
 __all__ = ['FRAME_EXTS', 'READ_EXTS', 'VIDEO_EXTS', 'encode_frame', 'decode_frame', 'DatasetWriter', 'FrameFiles',
@@ -67,13 +67,6 @@ def decode_frame(data: bytes) -> np.ndarray:
 
 # %% ../../nbs/03b_data.prepare.ipynb #085aa7d3
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamp: same content -> same zip bytes
-
-def _publish_modes(path: Path):
-    "Give a finished temporary the permissions a plainly created file/folder would have (mkstemp/mkdtemp make them private)."
-    mask = _umask()
-    if path.is_dir():
-        for p in [path, *path.rglob('*')]: os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-    else: os.chmod(path, 0o666 & ~mask)
 
 def _jsonable(x):
     return x.tolist() if isinstance(x, (np.ndarray, np.generic)) else [_jsonable(v) for v in x] if isinstance(x, (list, tuple)) else x
@@ -160,7 +153,7 @@ class DatasetWriter:
             self._zip.close()
             with open(self.tmp, 'rb+') as f: os.fsync(f.fileno())
         self.closed = True
-        _publish_modes(self.tmp)
+        publish_permissions(self.tmp)
         old = None
         if self.target.exists() and self.target.is_dir() and not self.target.is_symlink():
             # os.replace cannot replace a directory: move the old one aside first, delete it once the new one is in.
@@ -326,22 +319,14 @@ def write_video(path: str | os.PathLike, frames, fps: int = 25, codec: str = 'li
     path, frames = Path(path), np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, 'w', format=path.suffix.lstrip('.').replace('mkv', 'matroska') or None) as out:
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        with av.open(str(tmp), 'w', format=path.suffix.lstrip('.').replace('mkv', 'matroska') or None) as out:
             stream = out.add_stream(codec, rate=fps)
             stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
             if options: stream.options = {k: str(v) for k, v in options.items()}
             for f in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): out.mux(packet)
             for packet in stream.encode(): out.mux(packet)
-        _publish_modes(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 # %% ../../nbs/03b_data.prepare.ipynb #91b2ba70
