@@ -188,11 +188,11 @@ def load(path_or_url: str | os.PathLike, which: str | None = None, device: str |
         name = which or next((n for n in ('G_ema', 'G') if n in available), None)
         if name is None: raise CheckpointError(f"{path} holds no generator (networks: {sorted(available)}); pass which=")
         return load_checkpoint(path, names=[name], device=device)[name]
-    from stylegan_v.legacy import load_network_pkl
-    data = load_network_pkl(path, device=device)
-    name = which or ('G_ema' if data.get('G_ema') is not None else 'G')
-    if data.get(name) is None: raise CheckpointError(f"{path} holds no network {name!r}")
-    return data[name]
+    from stylegan_v.legacy import load_network_pkl, rebuild_network
+    records = load_network_pkl(path, device=device, networks=())['records']  # build only the network asked for
+    name = which or ('G_ema' if records.get('G_ema') is not None else 'G')
+    if records.get(name) is None: raise CheckpointError(f"{path} holds no network {name!r}")
+    return rebuild_network(records[name], device)
 
 # %% ../nbs/02e_checkpoints.ipynb #46e89c89
 def convert_network_pkl(src: str | os.PathLike, dst: str | os.PathLike, names: typing.Iterable[str] | None = None) -> Path:

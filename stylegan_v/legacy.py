@@ -260,10 +260,12 @@ def optimizer_state_dict(stub: OptimizerStub) -> dict:
     return {'state': state, 'param_groups': groups}
 
 # %% ../nbs/02f_legacy.ipynb #f9be00cc
-def load_network_pkl(path_or_url: str | os.PathLike, device: str | torch.device = 'cpu') -> dict:
+def load_network_pkl(path_or_url: str | os.PathLike, device: str | torch.device = 'cpu',
+                     networks: typing.Iterable[str] = ('G', 'D', 'G_ema')) -> dict:
     """Read an original `network-snapshot-*.pkl` without executing anything from it and rebuild our networks.
 
-    Returns a dict with `G`, `D`, `G_ema` (our modules, eval mode, weights loaded strictly; `None` when absent),
+    Returns a dict with `G`, `D`, `G_ema` (our modules, eval mode, weights loaded strictly; `None` when absent or
+    not named in `networks`, whose records stay in `records` for `rebuild_network`),
     `augment_pipe` (a plain record dict), `training_set_kwargs` (plain dict), `G_opt`/`D_opt` (optimizer state dicts),
     `vis`, `stats` and the raw `records`."""
     path = download(path_or_url)
@@ -277,7 +279,7 @@ def load_network_pkl(path_or_url: str | os.PathLike, device: str | torch.device 
         if rec is not None and not isinstance(rec, PersistentRecord):
             raise ValueError(f"{path}: {key} is a {type(rec).__name__}, expected a persistent network")
         out['records'][key] = rec
-        out[key] = rebuild_network(rec, device) if rec is not None else None
+        out[key] = rebuild_network(rec, device) if rec is not None and key in networks else None
     aug = data.get('augment_pipe')
     out['augment_pipe'] = record_to_dict(aug) if isinstance(aug, PersistentRecord) else None
     out['training_set_kwargs'] = to_plain(data['training_set_kwargs']) if data.get('training_set_kwargs') is not None else None

@@ -32,7 +32,13 @@ def source_notebook(py: Path) -> str:
 
 
 def bin_path(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
+    "The nbdev command beside this Python (the project's venv), else on PATH."
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        sys.exit(f"{name} not found beside {sys.executable} or on PATH: run this with the project's venv "
+                 f"(.venv/bin/python tools/check_sync.py), or run bash tools/test.sh")
+    return found
 
 
 def check_export(scratch: Path) -> list[str]:
