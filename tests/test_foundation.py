@@ -144,3 +144,27 @@ def test_non_editable_install_ships_the_kernels(tmp_path):
     out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True,
                          env={'PYTHONPATH': str(tmp_path / 'site'), 'PATH': '/usr/bin:/bin'}, check=True).stdout
     assert Path(out.strip()) == tmp_path / 'site' / 'stylegan_v' / 'kernels'
+
+
+def test_config_round_trips_through_papermill_parameters(tmp_path):
+    "A run config flattened by `to_params` goes through papermill's injected parameters cell and back, typed."
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    params = nbformat.v4.new_code_cell("model__w_dim = 512\nseed = 0\noutdir = None")
+    params.metadata['tags'] = ['parameters']
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import dataclasses, json\n"
+        "from stylegan_v.core import Config\n"
+        "@dataclasses.dataclass\nclass Model(Config):\n    w_dim: int = 512\n"
+        "@dataclasses.dataclass\nclass Run(Config):\n"
+        "    model: Model = dataclasses.field(default_factory=Model)\n    seed: int = 0\n    outdir: str | None = None\n"
+        "run = Run.from_params(globals(), ignore_unknown=True)\n"
+        "open(outdir + '/run.json', 'w').write(json.dumps(run.to_dict()))")]
+    nbformat.write(nb, tmp_path / 'template.ipynb')
+    papermill = Path(sys.executable).with_name('papermill')
+    res = subprocess.run([str(papermill), str(tmp_path / 'template.ipynb'), str(tmp_path / 'out.ipynb'), '-k', 'python3',
+                          '-p', 'model__w_dim', '64', '-p', 'seed', '7', '-p', 'outdir', str(tmp_path), '--log-level', 'ERROR'],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / 'run.json').read_text()) == {'model': {'w_dim': 64}, 'seed': 7, 'outdir': str(tmp_path)}
