@@ -65,15 +65,16 @@ def pick_dtype(dtype: str | torch.dtype = 'fp32') -> torch.dtype:
     return _DTYPES[dtype]
 
 # %% ../nbs/00_core.ipynb #92741cd0
-def assert_shape(tensor: torch.Tensor, shape: typing.Sequence[int | None], name: str = 'tensor') -> None:
-    "Raise a `ValueError` naming `name` unless `tensor` has `len(shape)` dims matching `shape` (`None` = any size)."
+def assert_shape(tensor: torch.Tensor | None, shape: typing.Sequence[int | str | None], name: str = 'tensor') -> None:
+    "Raise a `ValueError` naming `name` unless `tensor` has `len(shape)` dims matching `shape` (`None` or a dim name = any size)."
+    if tensor is None: raise ValueError(f"{name}: expected a tensor of shape {_fmt_shape(shape)}, got None")
     if tensor.ndim != len(shape):
         raise ValueError(f"{name}: expected {len(shape)} dims with shape {_fmt_shape(shape)}, got {tuple(tensor.shape)}")
     for i, (have, want) in enumerate(zip(tensor.shape, shape)):
-        if want is not None and have != want:
+        if isinstance(want, int) and have != want:
             raise ValueError(f"{name}: expected shape {_fmt_shape(shape)}, got {tuple(tensor.shape)} (dim {i} is {have}, expected {want})")
 
-def _fmt_shape(shape): return '[' + ', '.join('*' if s is None else str(s) for s in shape) + ']'
+def _fmt_shape(shape): return '[' + ', '.join('*' if s is None else str(s) for s in shape) + ']'  # names print as themselves
 
 # %% ../nbs/00_core.ipynb #756f1d8b
 def publish_permissions(path: str | os.PathLike) -> Path:

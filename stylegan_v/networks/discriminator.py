@@ -50,7 +50,7 @@ class FixedTimeEncoder(nn.Module):
     def get_dim(self) -> int: return self.fourier_coefs.shape[1] * 2
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        if t.ndim != 2: raise ValueError(f"t: expected 2 dims, got shape {tuple(t.shape)}")
+        assert_shape(t, [None, None], 't')
         raw = self.fourier_coefs * t.reshape(-1).float().unsqueeze(1)
         return torch.cat([raw.sin(), raw.cos()], dim=1)
 
@@ -222,7 +222,7 @@ class Discriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, cfg=cfg, **epilogue_kwargs, **common)
 
     def forward(self, img, c, t, **block_kwargs) -> dict:
-        if t.ndim != 2: raise ValueError(f"t: expected 2 dims [batch, num_frames], got shape {tuple(t.shape)}")
+        assert_shape(t, ['batch', 'num_frames'], 't')
         B, F = t.shape
         assert_shape(img, [B * F, self.img_channels, self.img_resolution, self.img_resolution], 'img')
         if (self.time_encoder is not None or self.concat_res in self.block_resolutions) and F != self.num_frames:

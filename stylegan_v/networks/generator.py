@@ -257,8 +257,7 @@ class SynthesisNetwork(nn.Module):
                 **block_kwargs) -> torch.Tensor:
         assert_shape(ws, [None, self.num_ws, self.w_dim], 'ws')
         mode = self.resolve_modconv(modconv, block_kwargs.pop('fused_modconv', None))
-        if t is None or t.ndim != 2:
-            raise ValueError(f"t: expected 2 dims [batch, num_frames], got {None if t is None else tuple(t.shape)}")
+        assert_shape(t, ['batch', 'num_frames'], 't')
         B, T = t.shape
         if len(ws) != B: raise ValueError(f"ws: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(ws.shape)}")
         if c is None: c = torch.zeros(B, 0, device=ws.device)
@@ -317,7 +316,7 @@ class Generator(nn.Module):
 
     def _check_inputs(self, z, c, t):
         assert_shape(z, [None, self.z_dim], 'z')
-        if t.ndim != 2: raise ValueError(f"t: expected 2 dims [batch, num_frames], got shape {tuple(t.shape)}")
+        assert_shape(t, ['batch', 'num_frames'], 't')
         if c is None: c = torch.zeros(len(z), 0, device=z.device)
         assert_shape(c, [None, self.c_dim], 'c')
         if not len(z) == len(c) == len(t):

@@ -160,7 +160,7 @@ class MotionMappingNetwork(nn.Module):
 
     def forward(self, c: torch.Tensor, t: torch.Tensor, motion_z: torch.Tensor | None = None) -> dict:
         "c [B, c_dim], t [B, T] → {'motion_v': [B*T, get_dim()], 'motion_z': the noise used}."
-        if t.ndim != 2: raise ValueError(f"t: expected 2 dims [batch, num_frames], got shape {tuple(t.shape)}")
+        assert_shape(t, ['batch', 'num_frames'], 't')
         if c is None: c = torch.zeros(len(t), 0, device=t.device)
         if len(c) != len(t): raise ValueError(f"c: expected {len(t)} rows (one per video in t), got shape {tuple(c.shape)}")
         info = self.generate_motion_u_codes(c, t, motion_z=motion_z)
