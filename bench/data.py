@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylegan_v.data.prepare import iter_video_frames, videos_to_dataset, write_video
+from stylegan_v.data.prepare import videos_to_dataset
+from stylegan_v.data.video import iter_video_frames, write_video
 from stylegan_v.data.synthetic import synthetic_video, write_synthetic_dataset
 
 

@@ -11,7 +11,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ from PIL import Image
 
 from stylegan_v.data.dataset import (DatasetError, FrameImageDataset, InfiniteSampler, VideoDataset, VideoSource,
                                      make_training_loader)
+from stylegan_v.data import video
 from stylegan_v.data.sampling import (POWERS_OF_TWO, SamplingConfig, VideoTooShortError, consecutive_frame_times,
                                       random_frame_times, sample_frame_times, uniform_frame_times)
 
@@ -58,18 +58,11 @@ def zip_dir(src, dst, root=True, dir_entries=True):
 
 def write_video(path, num_frames, size=(16, 16), codec='libx264'):
     """A clip whose frame i is flat red = 20*i (so a decoded frame tells its index)."""
-    with av.open(str(path), 'w') as c:
-        s = c.add_stream(codec, rate=10)
-        s.width, s.height = size
-        s.pix_fmt = 'yuv444p' if codec == 'libx264' else 'yuv420p'
-        if codec == 'libx264':
-            s.options = {'qp': '0'}
-        for i in range(num_frames):
-            arr = np.zeros((size[1], size[0], 3), np.uint8)
-            arr[..., 0] = 20 * i
-            c.mux(s.encode(av.VideoFrame.from_ndarray(arr, format='rgb24')))
-        c.mux(s.encode())
-    return path
+    frames = np.zeros((num_frames, size[1], size[0], 3), np.uint8)
+    frames[..., 0] = 20 * np.arange(num_frames)[:, None, None]
+    lossless = codec == 'libx264'
+    return video.write_video(path, frames, fps=10, codec=codec, pix_fmt='yuv444p' if lossless else 'yuv420p',
+                             options={'qp': 0} if lossless else None)
 
 
 def quiet(fn, *a, **kw):
@@ -243,7 +236,7 @@ def test_unreadable_video_file(tmp_path):
     (tmp_path / 'clips').mkdir()
     write_video(tmp_path / 'clips' / 'good.mp4', 4)
     (tmp_path / 'clips' / 'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42' + bytes(200))
-    with pytest.raises(DatasetError, match=r'cannot read video file .*broken\.mp4'):
+    with pytest.raises(video.VideoReadError, match=r'cannot open video .*broken\.mp4'):
         VideoDataset(tmp_path / 'clips')
 
 

@@ -14,7 +14,8 @@ import PIL.Image
 import pytest
 
 from stylegan_v.data import prepare
-from stylegan_v.data.prepare import (DatasetWriter, FrameFiles, cli_main, decode_frame, encode_frame, write_video)
+from stylegan_v.data.prepare import DatasetWriter, FrameFiles, cli_main, decode_frame, encode_frame
+from stylegan_v.data.video import iter_video_frames, write_video
 from stylegan_v.data.synthetic import synthetic_video, write_synthetic_dataset, video_recipe
 
 
@@ -39,7 +40,7 @@ def frames_of(path):
 
 def decoded(path):
     "All frames of a video file as decoded by PyAV: uint8 [F,H,W,3]."
-    return np.stack([np.asarray(f) for f in prepare.iter_video_frames(path)])
+    return np.stack([np.asarray(f) for f in iter_video_frames(path)])
 
 
 def tree_bytes(path):
@@ -77,7 +78,7 @@ def test_video_num_chunks_and_fps(tmp_path):
     assert prepare.video_to_dataset(src, tmp_path / 'b', chunk_size=6, fps=12, target_size=48, ext='png',
                                     progress=False) == 2
     b = frames_of(tmp_path / 'b')
-    full = np.stack([np.asarray(prepare.crop_then_resize(f, 48)) for f in prepare.iter_video_frames(src)])
+    full = np.stack([np.asarray(prepare.crop_then_resize(f, 48)) for f in iter_video_frames(src)])
     assert np.array_equal(b['000001'][0], full[12])
 
 
@@ -221,7 +222,7 @@ def test_jpeg_quality_is_honoured(tmp_path):
                          '--quality', str(q)]) == 0
     data = {q: (tmp_path / f'q{q}' / '000000' / '000000.jpg').read_bytes() for q in (50, 95)}
     assert len(data[50]) < len(data[95])
-    decoded = np.asarray(next(prepare.iter_video_frames(src)))
+    decoded = np.asarray(next(iter_video_frames(src)))
     err = {q: np.abs(decode_frame(d).astype(int) - decoded).mean() for q, d in data.items()}
     assert err[95] < err[50]
     # PNG is lossless

@@ -19,19 +19,19 @@ import PIL.Image
 import torch
 
 from ..core import ConfigError
+from .video import VIDEO_EXTENSIONS, frame_pts, probe_video, read_video_frames
 from .sampling import (SamplingConfig, VideoTooShortError, as_rng, as_sampling_config,
                                       consecutive_frame_times, consecutive_min_len)
 
 # %% auto #0
-__all__ = ['VIDEO_EXTENSIONS', 'LAYOUT_HELP', 'COLOR_MODES', 'DatasetError', 'image_extensions', 'DatasetStorage', 'scan_layout',
-           'load_image', 'image_size', 'probe_video', 'decode_video_frames', 'parse_labels', 'VideoSource', 'Clip',
-           'VideoDataset', 'FrameImageDataset', 'InfiniteSampler', 'make_training_loader', 'sample_fake_conditions']
+__all__ = ['LAYOUT_HELP', 'COLOR_MODES', 'DatasetError', 'image_extensions', 'DatasetStorage', 'scan_layout', 'load_image',
+           'image_size', 'parse_labels', 'VideoSource', 'Clip', 'VideoDataset', 'FrameImageDataset', 'InfiniteSampler',
+           'make_training_loader', 'sample_fake_conditions']
 
 # %% ../../nbs/03_data.dataset.ipynb #72d3ed04
 class DatasetError(ValueError):
     "A dataset path, layout, label file or frame is not what the reader expects."
 
-VIDEO_EXTENSIONS = ('.avi', '.mkv', '.mov', '.mp4', '.webm')
 LAYOUT_HELP = ("expected <root>/<video>/<frame>.png|jpg (one folder of frames per video, frames sorted by file name) "
                "or <root>/<video>.mp4|webm|avi|mov|mkv")
 
@@ -161,49 +161,6 @@ def image_size(storage: DatasetStorage, name: str) -> tuple[int, int]:
         raise DatasetError(f"cannot read frame {storage.describe(name)}: {type(e).__name__}: {e}") from e
     return h, w
 
-# %% ../../nbs/03_data.dataset.ipynb #6a792074
-def _av():
-    import av  # imported lazily: frame-folder datasets never need it
-    return av
-
-def _av_source(storage: DatasetStorage, name: str):
-    return str(storage.path / name) if storage.kind == 'dir' else io.BytesIO(storage.read_bytes(name))
-
-def probe_video(storage: DatasetStorage, name: str) -> tuple[int, int, int]:
-    "`(num_frames, H, W)` of a video file, from its container (counting packets when the container has no count)."
-    av = _av()
-    try:
-        with av.open(_av_source(storage, name)) as container:
-            if not container.streams.video: raise DatasetError(f"video file {storage.describe(name)} has no video stream")
-            stream = container.streams.video[0]
-            h, w, n = stream.codec_context.height, stream.codec_context.width, stream.frames
-            if n <= 0: n = sum(1 for packet in container.demux(stream) if packet.size)
-    except DatasetError: raise
-    except Exception as e:
-        raise DatasetError(f"cannot read video file {storage.describe(name)}: {type(e).__name__}: {e}") from e
-    if n <= 0 or h <= 0 or w <= 0: raise DatasetError(f"video file {storage.describe(name)} has no decodable frames")
-    return n, h, w
-
-def decode_video_frames(storage: DatasetStorage, name: str, indices: typing.Sequence[int]) -> list[np.ndarray]:
-    "Decode frames `indices` (any order, repeats allowed) of a video file as uint8 `[3, H, W]` RGB arrays."
-    av = _av()
-    wanted, out, decoded = set(int(i) for i in indices), {}, 0
-    last = max(wanted)
-    try:
-        with av.open(_av_source(storage, name)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = 'AUTO'
-            for i, frame in enumerate(container.decode(stream)):
-                decoded = i + 1
-                if i in wanted: out[i] = frame.to_ndarray(format='rgb24').transpose(2, 0, 1)
-                if i >= last: break
-    except Exception as e:
-        raise DatasetError(f"cannot decode video file {storage.describe(name)}: {type(e).__name__}: {e}") from e
-    if len(out) < len(wanted):
-        raise DatasetError(f"video file {storage.describe(name)}: frame {last} was requested but only {decoded} "
-                           f"frame(s) could be decoded (the container's frame count is wrong or the file is cut short)")
-    return [out[int(i)] for i in indices]
-
 # %% ../../nbs/03_data.dataset.ipynb #1b099e76
 def _label_key(relpath: str, root: str, img_exts) -> str:
     p = relpath.replace('\\', '/').strip('/')
@@ -260,6 +217,7 @@ class VideoSource:
     def __init__(self, path: str | os.PathLike, color: str = 'convert', resolution: int | tuple[int, int] | None = None):
         if color not in COLOR_MODES: raise ValueError(f"color must be one of {COLOR_MODES}, got {color!r}")
         self.storage, self.color = DatasetStorage(path), color
+        self.seek, self._pts = True, {}  # video files: seek to the keyframe before a clip's first frame
         self.path = self.storage.path
         layout = scan_layout(self.storage.list_files(), str(self.path))
         self.root, self.kind, self.labels_file = layout['root'], layout['kind'], layout['labels_file']
@@ -270,9 +228,9 @@ class VideoSource:
             first = load_image(self.storage, self.items[0][0], color)
             sizes = [image_size(self.storage, fs[0]) for fs in self.items]
         else:
-            probes = [probe_video(self.storage, f) for f in self.items]
-            self.lengths, sizes = [p[0] for p in probes], [p[1:] for p in probes]
-            first = decode_video_frames(self.storage, self.items[0], [0])[0]
+            probes = [probe_video(self._video_input(v), self._video_where(v)) for v in range(len(self.items))]
+            self.lengths, sizes = [p.num_frames for p in probes], [(p.height, p.width) for p in probes]
+            first = self._decode(0, [0])[0]
         self.frame_shape = list(first.shape)
         for name, size in zip(self.names, sizes):
             if tuple(size) != tuple(self.frame_shape[1:]):
@@ -294,13 +252,26 @@ class VideoSource:
         if min(times) < 0 or max(times) >= self.lengths[video]:
             raise IndexError(f"{self.describe(video)} has {self.lengths[video]} frames; frame indices {times} are out of range")
         if self.kind == 'frames': frames = [load_image(self.storage, self.items[video][t], self.color) for t in times]
-        else: frames = decode_video_frames(self.storage, self.items[video], times)
+        else: frames = self._decode(video, times)
         for t, f in zip(times, frames):
             if list(f.shape) != self.frame_shape:
                 where = self.storage.describe(self.items[video][t]) if self.kind == 'frames' else f"frame {t} of {self.storage.describe(self.items[video])}"
                 raise DatasetError(f"{where} has shape {list(f.shape)} (CxHxW) but the dataset's frames are {self.frame_shape}; "
                                    f"all frames must share one resolution and channel count")
         return np.stack(frames)
+
+    def _video_input(self, video: int):
+        name = self.items[video]
+        return self.path / name if self.storage.kind == 'dir' else self.storage.read_bytes(name)
+
+    def _video_where(self, video: int) -> str: return self.storage.describe(self.items[video])
+
+    def _decode(self, video: int, times: typing.Sequence[int]) -> list[np.ndarray]:
+        "Frames of a video file as `[3, H, W]`; seeks near the first one (frame timestamps are read once per video and process)."
+        source, where = self._video_input(video), self._video_where(video)
+        if self.seek and video not in self._pts: self._pts[video] = frame_pts(source, where)[0]
+        frames = read_video_frames(source, times, self._pts.get(video), seek=self.seek, where=where)
+        return [f.transpose(2, 0, 1) for f in frames]
 
     def read_labels(self) -> np.ndarray | None:
         "Per-video labels from the root `dataset.json` (see `parse_labels`), `None` when the file says `labels: null`."

@@ -17,19 +17,19 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import av
 import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from ..core import atomic_path, atomic_write_bytes, publish_permissions
+from ..core import atomic_write_bytes, publish_permissions
+from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_video_frames,
+                                   write_video)
 
 # %% auto #0
-__all__ = ['FRAME_EXTS', 'READ_EXTS', 'VIDEO_EXTS', 'encode_frame', 'decode_frame', 'DatasetWriter', 'FrameFiles',
-           'center_crop_square', 'crop_then_resize', 'resize_then_crop', 'VideoReadError', 'video_frame_times',
-           'resample_plan', 'count_video_frames', 'iter_video_frames', 'write_video', 'video_to_dataset', 'list_videos',
-           'broken_report_path', 'videos_to_dataset', 'crop_dataset', 'mask_box', 'square_box', 'union_box',
-           'faces_to_dataset', 'static_dataset', 'build_parser', 'cli_main']
+__all__ = ['FRAME_EXTS', 'READ_EXTS', 'encode_frame', 'decode_frame', 'DatasetWriter', 'FrameFiles', 'center_crop_square',
+           'crop_then_resize', 'resize_then_crop', 'video_to_dataset', 'list_videos', 'broken_report_path',
+           'videos_to_dataset', 'crop_dataset', 'mask_box', 'square_box', 'union_box', 'faces_to_dataset',
+           'static_dataset', 'build_parser', 'cli_main']
 
 # %% ../../nbs/03b_data.prepare.ipynb #4cac317e
 FRAME_EXTS = ('jpg', 'png')  # what the writer produces
@@ -248,87 +248,6 @@ def resize_then_crop(img: PIL.Image.Image, size: int) -> PIL.Image.Image:
     if new != (w, h): img = img.resize(new, PIL.Image.LANCZOS)
     return center_crop_square(img)
 
-# %% ../../nbs/03b_data.prepare.ipynb #811f8f61
-VIDEO_EXTS = ('mp4', 'webm', 'avi', 'mov')
-
-class VideoReadError(RuntimeError):
-    "A video file could not be opened or decoded."
-
-def _open_video(path):
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"video {path} does not exist")
-    if not path.is_file(): raise VideoReadError(f"{path}: is not a file")
-    try: container = av.open(str(path))
-    except (av.FFmpegError, OSError, ValueError) as e: raise VideoReadError(f"{path}: cannot open as a video ({e})") from e
-    if not container.streams.video:
-        container.close()
-        raise VideoReadError(f"{path}: has no video stream")
-    return container
-
-def video_frame_times(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    "Presentation times (seconds from the first frame, sorted) of every frame, and the duration of the last one."
-    with _open_video(path) as container:
-        stream = container.streams.video[0]
-        try: pts = [p.pts for p in container.demux(stream) if p.size > 0]
-        except av.FFmpegError as e: raise VideoReadError(f"{path}: cannot read packets ({e})") from e
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        if not pts: raise VideoReadError(f"{path}: the video stream has no frames")
-        if any(p is None for p in pts): times = np.arange(len(pts)) / rate  # no timestamps: assume a constant rate
-        else: times = np.sort(np.array(pts, dtype=np.float64)) * float(stream.time_base)
-    times = times - times[0]
-    last = float(np.median(np.diff(times))) if len(times) > 1 else 1 / rate
-    return times, (last if last > 0 else 1 / rate)
-
-def resample_plan(times: np.ndarray, last_duration: float, fps: float) -> np.ndarray:
-    "Source frame index shown at each output time `k/fps` (sample and hold), for all `k/fps` before the video ends."
-    if not fps > 0: raise ValueError(f"fps must be positive, got {fps!r}")
-    end = float(times[-1]) + last_duration
-    n_out = int(np.floor(end * fps - 1e-6)) + 1  # number of k with k/fps < end
-    return np.searchsorted(times, np.arange(n_out) / fps + 1e-6, side='right') - 1
-
-# %% ../../nbs/03b_data.prepare.ipynb #c963379b
-def count_video_frames(path: str | os.PathLike, fps: float | None = None) -> int:
-    "Number of frames `iter_video_frames(path, fps)` yields (read from the container, without decoding)."
-    times, last = video_frame_times(path)
-    return len(times) if fps is None else len(resample_plan(times, last, fps))
-
-def iter_video_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[PIL.Image.Image]:
-    "Decode the RGB frames of the first video stream of `path`, optionally resampled to `fps`."
-    repeats = None
-    if fps is not None:
-        times, last = video_frame_times(path)
-        repeats = np.bincount(resample_plan(times, last, fps), minlength=len(times))
-    with _open_video(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'
-        i = -1
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                if repeats is not None:
-                    if i >= len(repeats): break
-                    if repeats[i] == 0: continue
-                img = frame.to_image()
-                for _ in range(1 if repeats is None else int(repeats[i])): yield img
-        except av.FFmpegError as e:
-            raise VideoReadError(f"{path}: decoding failed after {i + 1} frames ({e})") from e
-    if i < 0: raise VideoReadError(f"{path}: no frame could be decoded")
-
-def write_video(path: str | os.PathLike, frames, fps: int = 25, codec: str = 'libx264', pix_fmt: str = 'yuv420p',
-                options: dict | None = None) -> Path:
-    "Encode uint8 `[F,H,W,3]` frames into a video file with PyAV, atomically (used for test and benchmark inputs)."
-    path, frames = Path(path), np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        with av.open(str(tmp), 'w', format=path.suffix.lstrip('.').replace('mkv', 'matroska') or None) as out:
-            stream = out.add_stream(codec, rate=fps)
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-            if options: stream.options = {k: str(v) for k, v in options.items()}
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format='rgb24')): out.mux(packet)
-            for packet in stream.encode(): out.mux(packet)
-    return path
-
 # %% ../../nbs/03b_data.prepare.ipynb #91b2ba70
 def video_to_dataset(source, target, *, num_chunks: int | None = None, chunk_size: int | None = None,
                      start_frame: int = 0, target_size: int = 128, fps: float | None = None, ext: str = 'jpg',
@@ -380,7 +299,7 @@ def _map_tasks(fn, tasks, num_workers):
     with multiprocessing.get_context('spawn' if sys.platform != 'linux' else 'fork').Pool(num_workers) as pool:
         yield from pool.imap(fn, tasks)
 
-def list_videos(source_dir, exts: Sequence[str] = VIDEO_EXTS) -> list[Path]:
+def list_videos(source_dir, exts: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
     "Video files directly inside `source_dir` whose extension is in `exts` (case-insensitive), sorted."
     source_dir = Path(source_dir)
     if not source_dir.exists(): raise FileNotFoundError(f"source directory {source_dir} does not exist")
@@ -420,7 +339,7 @@ def _convert_all(convert, tasks, names, target, *, ext, quality, overwrite, num_
     return {'num_videos': len(writer.videos), 'broken': broken}
 
 def videos_to_dataset(source_dir, target, *, target_size: int = 128, fps: float | None = None,
-                      video_exts: Sequence[str] = VIDEO_EXTS, num_workers: int = 0, ext: str = 'jpg',
+                      video_exts: Sequence[str] = VIDEO_EXTENSIONS, num_workers: int = 0, ext: str = 'jpg',
                       quality: int = 95, overwrite: bool = False, progress: bool = True) -> dict:
     "Convert every clip in `source_dir` to a video folder; returns `{'num_videos': n, 'broken': {path: error}}`."
     target_size, files = _check_size(target_size), list_videos(source_dir, video_exts)
@@ -507,7 +426,7 @@ def _convert_faces(task):
         return str(video_path), None, f'{type(e).__name__}: {e}'
 
 def faces_to_dataset(source_dir, target, *, split: str = 'train', img_size: int = 256, wide_crop: bool = False,
-                     num_workers: int = 0, video_exts: Sequence[str] = VIDEO_EXTS, ext: str = 'jpg', quality: int = 95,
+                     num_workers: int = 0, video_exts: Sequence[str] = VIDEO_EXTENSIONS, ext: str = 'jpg', quality: int = 95,
                      overwrite: bool = False, progress: bool = True) -> dict:
     "Face crops of FaceForensics-style clips (`[<split>/]original/*` + `[<split>/]mask/*`); returns `{'num_videos', 'broken'}`."
     source_dir, img_size = Path(source_dir), _check_size(img_size, 'img_size')
@@ -571,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p)
     p = sub.add_parser('videos', help='a directory of clips -> one video folder per clip')
     p.add_argument('-s', '--source', '--source_dir', dest='source', required=True)
-    p.add_argument('--video_ext', nargs='+', default=list(VIDEO_EXTS))
+    p.add_argument('--video_ext', nargs='+', default=list(VIDEO_EXTENSIONS))
     p.add_argument('--target_size', type=int, default=128)
     p.add_argument('--fps', '--force_fps', dest='fps', type=float, default=None)
     p.add_argument('--num_workers', type=int, default=min(8, os.cpu_count() or 1))
