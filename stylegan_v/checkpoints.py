@@ -5,14 +5,12 @@
 # %% ../nbs/02e_checkpoints.ipynb #4ca104ea
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import json
 import os
 import pickle
 import struct
-import sys
 import typing
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load as _st_load, save as _st_save
 
-from .core import atomic_write_bytes, download, sha256_file
+from .core import UsageError, atomic_write_bytes, download, sha256_file
 
 # %% auto #0
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'NETWORK_CLASSES', 'CheckpointError', 'register_network_class', 'network_class',
@@ -32,8 +30,8 @@ __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'NETWORK_CLASSES', 'CheckpointError'
 FORMAT_NAME = 'stylegan-v/checkpoint'
 FORMAT_VERSION = 1
 
-class CheckpointError(ValueError):
-    "A file is not a checkpoint this workbench can read, or does not fit the network it describes."
+class CheckpointError(UsageError, ValueError):
+    "A file is not a checkpoint this workbench can read, or does not fit the network it describes (a user error: one line on the CLI)."
 
 # %% ../nbs/02e_checkpoints.ipynb #e5a7fcc4
 NETWORK_CLASSES: dict[str, str | type] = {
@@ -210,22 +208,25 @@ def convert_network_pkl(src: str | os.PathLike, dst: str | os.PathLike, names: t
 
 def cli_convert(argv: list[str]) -> int:
     "`stylegan-v convert OLD.pkl NEW.safetensors`: original snapshot pickle → stylegan-v checkpoint."
-    parser = argparse.ArgumentParser(prog='stylegan-v convert', description=
+    from stylegan_v.cliutils import command_parser, add_force, run_command
+    parser = command_parser('convert',
         'Convert an original StyleGAN-V network-snapshot-*.pkl into a stylegan-v .safetensors checkpoint. '
         'The pickle is read with an allow-list unpickler: nothing in it is executed.')
     parser.add_argument('src', help='original network-snapshot-*.pkl (path or URL)')
     parser.add_argument('dst', help='output checkpoint (.safetensors)')
     parser.add_argument('--networks', nargs='+', metavar='NAME', choices=['G', 'G_ema', 'D', 'augment_pipe'],
                         help='which networks to keep (default: all that are present)')
-    parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
-    args = parser.parse_args(argv)
-    if Path(args.dst).exists() and not args.force:
-        print(f"error: {args.dst} exists; pass --force to overwrite it", file=sys.stderr); return 1
-    try:
-        out = convert_network_pkl(args.src, args.dst, args.networks)
-    except (CheckpointError, pickle.UnpicklingError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr); return 1
+    add_force(parser, help='overwrite DST if it exists')
+    return run_command(parser, argv, _convert)
+
+def _convert(args) -> None:
+    from stylegan_v.cliutils import refuse_overwrite
+    refuse_overwrite(args.dst, args.force, what='DST')
+    src = _local_file(args.src)
+    if checkpoint_kind(src) != 'original-pickle':  # checked before any work: the one-line reason, not an unpickler error
+        raise CheckpointError(f"{src} is already a stylegan-v checkpoint; expected an original network-snapshot-*.pkl")
+    try: out = convert_network_pkl(src, args.dst, args.networks)
+    except pickle.UnpicklingError as e: raise CheckpointError(f"{src}: not a readable StyleGAN-V snapshot: {e}") from e
     config, tensors = read_checkpoint(out)
     print(f"wrote {out}: " + ', '.join(f"{n} ({e['class'] or e.get('record_class')})" for n, e in config['networks'].items())
           + f", {len(tensors)} tensors, {out.stat().st_size / 2**20:.1f} MiB")
-    return 0

@@ -46,7 +46,10 @@ def _module_exists(module: str) -> bool:
 # %% ../nbs/08_cli.ipynb #ac27fd29
 def cli_info(argv: list[str]) -> int:
     "Print versions, devices, the download cache and the custom-op status."
-    argparse.ArgumentParser(prog='stylegan-v info', description='Print versions, devices, cache and op status.').parse_args(argv)
+    from stylegan_v.cliutils import command_parser, run_command
+    return run_command(command_parser('info', 'Print versions, devices, cache and op status.'), argv, _info)
+
+def _info(args) -> None:
     import torch
     from stylegan_v.core import cache_dir
     print(f"stylegan-v {stylegan_v.__version__}  python {platform.python_version()}  torch {torch.__version__}")
@@ -55,7 +58,6 @@ def cli_info(argv: list[str]) -> int:
     print(f"download cache: {cache_dir()}")
     status = _resolve('stylegan_v.ops.build:status')
     if status is not None: status(build=True, print_table=True)
-    return 0
 
 # %% ../nbs/08_cli.ipynb #b4af4447
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help(); return 0
     if ns.command not in commands:
-        parser.error(f"unknown command {ns.command!r}; available: {', '.join(commands)}")
-    rc = _resolve(COMMANDS[ns.command][0])(argv[1:])
-    return int(rc or 0)
+        print(f"stylegan-v: error: unknown command {ns.command!r}; expected one of: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    fn = _resolve(COMMANDS[ns.command][0])
+    if fn is None:
+        print(f"stylegan-v: error: command {ns.command!r} is not complete in this installation "
+              f"(expected {COMMANDS[ns.command][0]})", file=sys.stderr)
+        return 2
+    return int(fn(argv[1:]) or 0)

@@ -24,9 +24,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['seed_everything', 'pick_device', 'pick_dtype', 'assert_shape', 'publish_permissions', 'atomic_path',
-           'atomic_write_bytes', 'ConfigError', 'Config', 'getattr_path', 'DownloadError', 'cache_dir', 'sha256_file',
-           'download']
+__all__ = ['seed_everything', 'pick_device', 'pick_dtype', 'assert_shape', 'UsageError', 'publish_permissions', 'atomic_path',
+           'atomic_write_bytes', 'ConfigError', 'Config', 'parse_override', 'getattr_path', 'DownloadError',
+           'cache_dir', 'sha256_file', 'download']
 
 # %% ../nbs/00_core.ipynb #2b06ed17
 def seed_everything(seed: int) -> torch.Generator:
@@ -75,6 +75,10 @@ def assert_shape(tensor: torch.Tensor | None, shape: typing.Sequence[int | str |
             raise ValueError(f"{name}: expected shape {_fmt_shape(shape)}, got {tuple(tensor.shape)} (dim {i} is {have}, expected {want})")
 
 def _fmt_shape(shape): return '[' + ', '.join('*' if s is None else str(s) for s in shape) + ']'  # names print as themselves
+
+# %% ../nbs/00_core.ipynb #774a50cc
+class UsageError(Exception):
+    "A mistake the user made; the message is one line: what was expected, what was found."
 
 # %% ../nbs/00_core.ipynb #756f1d8b
 def publish_permissions(path: str | os.PathLike) -> Path:
@@ -224,9 +228,8 @@ class Config:
         "Return a copy with CLI-style `a.b=value` overrides applied; values are parsed as YAML and type-checked."
         d = self.to_dict()
         for item in overrides:
-            if '=' not in item: raise ConfigError(f"override {item!r}: expected key=value, e.g. model.w_dim=256")
-            key, raw = item.split('=', 1)
-            parts = key.strip().replace('__', '.').split('.')
+            key, value = parse_override(item)
+            parts = key.split('.')
             node = d
             for i, p in enumerate(parts[:-1]):
                 if not isinstance(node.get(p), dict):
@@ -234,9 +237,17 @@ class Config:
                 node = node[p]
             if parts[-1] not in node:
                 raise ConfigError(f"override {item!r}: unknown field {key!r}; known here: {sorted(node)}")
-            try: node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ''
-            except yaml.YAMLError as e: raise ConfigError(f"override {item!r}: cannot parse value: {e}") from e
+            node[parts[-1]] = value
         return type(self).from_dict(d)
+
+def parse_override(item: str) -> tuple[str, typing.Any]:
+    "`'model.w_dim=256'` -> `('model.w_dim', 256)`: the value parsed as YAML; `a__b` is the same key as `a.b`."
+    if not isinstance(item, str) or '=' not in item or not item.split('=', 1)[0].strip():
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. model.w_dim=256")
+    key, raw = item.split('=', 1)
+    try: value = yaml.safe_load(raw) if raw.strip() else ''
+    except yaml.YAMLError as e: raise ConfigError(f"override {item!r}: cannot parse the value {raw!r} as YAML") from e
+    return key.strip().replace('__', '.'), value
 
 def getattr_path(obj, parts):
     for p in parts: obj = getattr(obj, p)

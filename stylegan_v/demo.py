@@ -5,7 +5,6 @@
 # %% ../nbs/09_demo.ipynb #12986cc1
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -14,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import Config, seed_everything, atomic_write_bytes
+from .core import Config, UsageError, seed_everything, atomic_write_bytes
+from .cliutils import command_parser, add_outdir, add_overrides, run_command
 from .data.dataset import make_training_loader, sample_fake_conditions
 from .data.prepare import encode_frame, write_video
 from .data.synthetic import default_synthetic_dataset
@@ -23,7 +23,7 @@ from .networks.discriminator import Discriminator
 from . import checkpoints
 
 # %% auto #0
-__all__ = ['DemoConfig', 'small_model_kwargs', 'to_uint8_video', 'frame_strip', 'run_demo', 'cli_main']
+__all__ = ['DemoConfig', 'small_model_kwargs', 'to_uint8_video', 'frame_strip', 'check_demo_config', 'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #11515263
 @dataclasses.dataclass
@@ -65,9 +65,24 @@ def frame_strip(video: np.ndarray, every: int = 8) -> np.ndarray:
     "Every `every`-th frame of a uint8 video [T, H, W, 3], stacked vertically into one image."
     return np.concatenate(list(video[::every]), axis=0)
 
+# %% ../nbs/09_demo.ipynb #a7346dda
+def check_demo_config(cfg: DemoConfig) -> DemoConfig:
+    "Raise a one-line `UsageError` (or `FileNotFoundError` / `CheckpointError`) for settings the demo cannot run with."
+    r = cfg.resolution
+    if r < 8 or r > 1024 or r & (r - 1): raise UsageError(f"resolution: expected a power of two in [8, 1024], got {r}")
+    for name in ('num_videos', 'batch_size', 'sample_videos', 'sample_frames', 'fps'):
+        if getattr(cfg, name) < 1: raise UsageError(f"{name}: expected a positive integer, got {getattr(cfg, name)}")
+    if cfg.num_frames < 3: raise UsageError(f"num_frames: expected at least 3 (a training clip has 3 frames), got {cfg.num_frames}")
+    if Path(cfg.outdir).exists() and not Path(cfg.outdir).is_dir():
+        raise NotADirectoryError(f"outdir {cfg.outdir} exists and is not a folder; expected a folder to write into")
+    if cfg.checkpoint:  # a URL is fetched (and cached) now, a path only checked
+        checkpoints.checkpoint_kind(checkpoints._local_file(cfg.checkpoint))
+    return cfg
+
 # %% ../nbs/09_demo.ipynb #f84af773
 def run_demo(cfg: DemoConfig, log=print) -> dict:
     "Run the end-to-end demo; write data, checkpoint, sample video and summary under `cfg.outdir`."
+    check_demo_config(cfg)
     out = Path(cfg.outdir); out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     summary, t0 = {'config': cfg.to_dict()}, time.time()
@@ -129,14 +144,15 @@ def _render(G, cfg: DemoConfig, stem: Path) -> Path:
 # %% ../nbs/09_demo.ipynb #0c2f91ab
 def cli_main(argv: list[str]) -> int:
     "`stylegan-v demo`: run the end-to-end demo."
-    p = argparse.ArgumentParser(prog='stylegan-v demo', description=run_demo.__doc__,
-                                epilog='Fields (key=value): ' + ', '.join(f'{k}={v}' for k, v in DemoConfig().to_dict().items()))
-    p.add_argument('--outdir', help='output directory (default runs_out/demo)')
-    p.add_argument('--checkpoint', help='also render from this checkpoint (original .pkl or ours)')
-    p.add_argument('overrides', nargs='*', help='DemoConfig fields as key=value')
-    args = p.parse_args(argv)
-    cfg = DemoConfig().override(args.overrides)
-    if args.outdir: cfg.outdir = args.outdir
-    if args.checkpoint: cfg.checkpoint = args.checkpoint
-    run_demo(cfg)
-    return 0
+    defaults = DemoConfig()
+    p = command_parser('demo', run_demo.__doc__,
+                       epilog='Fields (key=value): ' + ', '.join(f'{k}={v}' for k, v in defaults.to_dict().items()))
+    add_outdir(p, required=False, help=f'output folder (default: {defaults.outdir})')
+    p.add_argument('--checkpoint', metavar='PATH', help='also render from this checkpoint (original .pkl or ours)')
+    add_overrides(p, help='DemoConfig fields as key=value')
+    def run(args):
+        cfg = defaults.override(args.overrides)
+        if args.outdir: cfg.outdir = args.outdir
+        if args.checkpoint: cfg.checkpoint = args.checkpoint
+        run_demo(check_demo_config(cfg))
+    return run_command(p, argv, run)
