@@ -14,7 +14,8 @@ import PIL.Image
 import pytest
 
 from stylegan_v.data import prepare
-from stylegan_v.data.prepare import DatasetWriter, FrameFiles, cli_main, decode_frame, encode_frame
+from stylegan_v.data.layout import DatasetLayout, DatasetWriter, decode_frame, encode_frame
+from stylegan_v.data.prepare import cli_main
 from stylegan_v.data.video import iter_video_frames, write_video
 from stylegan_v.data.synthetic import synthetic_video, write_synthetic_dataset, video_recipe
 
@@ -31,11 +32,8 @@ def moving_clip(num_frames=12, height=48, width=64, seed=0):
 
 def frames_of(path):
     "{video: uint8 [F,H,W,3]} of a written dataset."
-    ff = FrameFiles(path)
-    try:
-        return {v: np.stack([decode_frame(ff.read(v, f)) for f in fs]) for v, fs in ff.videos.items()}
-    finally:
-        ff.close()
+    with DatasetLayout(path) as lay:
+        return {v: np.stack([decode_frame(lay.read_bytes(f)) for f in fs]) for v, fs in lay.videos.items()}
 
 
 def decoded(path):
@@ -240,7 +238,7 @@ def test_crop_slices_and_resizes(tmp_path):
     out = tmp_path / 'synth_cut4_slice3'
     src, cut = frames_of(tmp_path / 'synth'), frames_of(out)
     assert np.array_equal(cut['000001'], src['000001'][3:7])     # frames copied unchanged
-    assert FrameFiles(out).labels == FrameFiles(tmp_path / 'synth').labels
+    assert DatasetLayout(out).video_labels() == DatasetLayout(tmp_path / 'synth').video_labels()
     assert cli_main(['crop', str(tmp_path / 'synth'), '-t', str(tmp_path / 'small.zip'), '--resize', '16']) == 0
     assert frames_of(tmp_path / 'small.zip')['000000'].shape == (10, 16, 16, 3)
     assert cli_main(['crop', str(tmp_path / 'nothing')]) == 2
@@ -315,7 +313,7 @@ def test_synthetic_default_size_is_fast(tmp_path):
     t0 = time.perf_counter()
     write_synthetic_dataset(tmp_path / 'd.zip', progress=False)    # 32 videos x 32 frames at 64 px
     assert time.perf_counter() - t0 < 15
-    assert len(FrameFiles(tmp_path / 'd.zip').videos) == 32
+    assert len(DatasetLayout(tmp_path / 'd.zip').videos) == 32
 
 
 def test_training_reader_reads_what_we_write(tmp_path):

@@ -19,9 +19,9 @@ from fastcore.basics import patch
 from ..core import atomic_path
 
 # %% auto #0
-__all__ = ['VIDEO_EXTENSIONS', 'VideoReadError', 'is_video_file', 'to_uint8', 'VideoWriter', 'write_video', 'VideoInfo',
-           'open_video', 'probe_video', 'frame_pts', 'video_frame_times', 'resample_plan', 'iter_video_frames',
-           'count_video_frames', 'read_video_frames']
+__all__ = ['VIDEO_EXTENSIONS', 'VideoReadError', 'is_video_file', 'to_uint8', 'AtomicWriter', 'VideoWriter', 'write_video',
+           'VideoInfo', 'open_video', 'probe_video', 'frame_pts', 'video_frame_times', 'resample_plan',
+           'iter_video_frames', 'count_video_frames', 'read_video_frames']
 
 # %% ../../nbs/03_data.video.ipynb #34f2ba89
 VIDEO_EXTENSIONS = ('.avi', '.mkv', '.mov', '.mp4', '.webm')  # what counts as a video file, everywhere
@@ -46,6 +46,20 @@ def to_uint8(frames, channels_last: bool = False) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -3, -1)) if channels_last else x
 
 # %% ../../nbs/03_data.video.ipynb #21afd420
+class AtomicWriter:
+    "Base of the data writers (videos, datasets): as a context manager, `close()` publishes on success, `abort()` drops on an exception."
+    closed = False
+    def abort(self):
+        "Drop everything written so far; the target is left as it was and no temporary stays beside it."
+        if self.closed: return
+        self.closed = True
+        self._drop()
+    def __enter__(self): return self
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None: self.close()
+        else: self.abort()
+        return False
+
 _EVEN_FORMATS = ('yuv420p', 'yuvj420p', 'nv12', 'yuv422p')
 
 def _check_frames(frames) -> np.ndarray:
@@ -56,7 +70,7 @@ def _check_frames(frames) -> np.ndarray:
         raise ValueError(f"frames must be uint8 [H, W, 3] or [T, H, W, 3] (RGB), got {frames.dtype} {tuple(frames.shape)}")
     return frames
 
-class VideoWriter:
+class VideoWriter(AtomicWriter):
     "Encode frames into a video file one at a time or in chunks; the file appears under `path` only when `close()` succeeds."
     def __init__(self, path: str | os.PathLike, fps: float = 25, codec: str = 'libx264', pix_fmt: str = 'yuv420p',
                  options: dict | None = None, background: bool = False, queue_size: int = 4):
@@ -140,24 +154,12 @@ def close(self: VideoWriter) -> Path:
     return self.path
 
 @patch
-def abort(self: VideoWriter):
-    "Drop everything written so far; nothing is left under `path` or beside it."
-    if self.closed: return
-    self.closed = True
+def _drop(self: VideoWriter):
     self._finish_thread()
     try: self._out.close()
     except Exception: pass
     err = RuntimeError('aborted')
     self._atomic.__exit__(type(err), err, None)
-
-@patch
-def __enter__(self: VideoWriter): return self
-
-@patch
-def __exit__(self: VideoWriter, exc_type, exc, tb):
-    if exc_type is None: self.close()
-    else: self.abort()
-    return False
 
 # %% ../../nbs/03_data.video.ipynb #86e9bfb6
 def write_video(path: str | os.PathLike, frames, fps: float = 25, codec: str = 'libx264', pix_fmt: str = 'yuv420p',
