@@ -158,12 +158,72 @@ def test_non_square_frames_are_accepted(tmp_path):
         ds.resolution
 
 
-def test_requested_resolution_mismatch(toy):
-    with pytest.raises(DatasetError, match=r'frames are 8x8 \(HxW\) but resolution=256 was requested'):
-        VideoDataset(toy, resolution=256)
-    with pytest.raises(DatasetError, match='resolution=16 was requested'):
-        FrameImageDataset(toy, resolution=16)
+def test_requested_resolution_resizes_on_the_fly(toy):
+    with pytest.warns(UserWarning, match=r'3 of 3 videos \(e.g. 000000, 8x8 HxW\) are smaller than resolution=16 and are upsampled'):
+        up = VideoDataset(toy, resolution=16, load_n_consecutive=2)
+    assert up.image_shape == [3, 16, 16] and up[0]['image'].shape == (2, 3, 16, 16)
+    down = quiet(FrameImageDataset, toy, resolution=4)
+    assert down.image_shape == [3, 4, 4] and down[0]['image'].shape == (3, 4, 4)
+    with pytest.raises(DatasetError, match=r'frames are 8x8 \(HxW\) but resolution=\(8, 16\) was requested'):
+        VideoDataset(toy, resolution=(8, 16))
     assert quiet(VideoDataset, toy, resolution=8).resolution == 8
+
+
+def _crop_resize(frame_hwc, size):
+    return np.asarray(Image.fromarray(frame_hwc).crop(_centre_box(*frame_hwc.shape[:2])).resize((size, size), Image.LANCZOS))
+
+
+def _centre_box(h, w):
+    s = min(h, w)
+    return ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+
+
+def test_raw_footage_of_mixed_sizes_loads_with_a_resolution(tmp_path):
+    "Three clips (96x64 landscape, 64x48 letterboxed, 80x80 square): frames centre-cropped and resized like the footage."
+    rng = np.random.default_rng(0)
+    sources = {}
+    for name, (h, w) in {'hd': (64, 96), 'letterbox': (48, 64), 'square': (80, 80)}.items():
+        # smooth content (blurred noise + a moving bar), so a lossy codec keeps it close
+        base = np.asarray(Image.fromarray(rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC))
+        frames = np.repeat(base[None], 12, 0).copy()
+        for t in range(12): frames[t, :, 4 * t:4 * t + 6] = (250, 250, 40)
+        if name == 'letterbox': frames[:, :6] = frames[:, -6:] = 0
+        sources[name + '.mp4'] = frames
+        video.write_video(tmp_path / 'raw' / f'{name}.mp4', frames, fps=10)
+    with pytest.raises(DatasetError, match=r'video letterbox.mp4 has 48x64 \(HxW\) frames but video hd.mp4 has 64x96.*resolution=N'):
+        VideoDataset(tmp_path / 'raw')
+    with pytest.warns(UserWarning, match='letterbox.mp4'):
+        ds = VideoDataset(tmp_path / 'raw', resolution=64, load_n_consecutive=12)
+    assert ds.video_names == ['hd.mp4', 'letterbox.mp4', 'square.mp4'] and ds.image_shape == [3, 64, 64]
+    for i, name in enumerate(ds.video_names):
+        clip = ds[i]['image'].permute(0, 2, 3, 1).numpy().astype(int)
+        want = np.stack([_crop_resize(f, 64) for f in sources[name]]).astype(int)
+        assert clip.shape == want.shape == (12, 64, 64, 3)
+        assert np.abs(clip - want).mean() < 5, (name, np.abs(clip - want).mean())  # within codec tolerance
+        decoded = video.read_video_frames(tmp_path / 'raw' / name, [3, 7], seek=False)  # exactly the decoded frame, cropped+resized
+        assert all(np.array_equal(clip[t], _crop_resize(d, 64)) for t, d in zip([3, 7], decoded))
+        # and the crop really is the centre: the same frame without cropping would be far off
+        squashed = np.stack([np.asarray(Image.fromarray(f).resize((64, 64), Image.LANCZOS)) for f in sources[name]]).astype(int)
+        if name != 'square.mp4': assert np.abs(clip - squashed).mean() > 2 * np.abs(clip - want).mean()
+    # training clips and the training loader work on it too
+    train = quiet(VideoDataset, tmp_path / 'raw', resolution=32, sampling={'num_frames_per_video': 3, 'max_dist': 8})
+    assert train.get_clip(1, rng=0)['image'].shape == (3, 3, 32, 32)
+    batch = next(iter(quiet(make_training_loader, tmp_path / 'raw', batch_size=2, num_workers=0, resolution=32)))
+    assert batch['image'].shape == (2, 3, 3, 32, 32)
+
+
+def test_video_file_clips_from_seeking_match_decoding_from_the_start(tmp_path):
+    frames = np.zeros((400, 16, 16, 3), np.uint8)
+    frames[..., 0] = (np.arange(400) * 37 % 256)[:, None, None]
+    frames[..., 1] = (np.arange(400) // 2)[:, None, None]
+    video.write_video(tmp_path / 'long' / 'a.mp4', frames, fps=25, options={'g': 16})
+    ds = VideoDataset(tmp_path / 'long', sampling={'num_frames_per_video': 3, 'max_dist': 32})
+    scan = VideoDataset(tmp_path / 'long', sampling={'num_frames_per_video': 3, 'max_dist': 32})
+    scan.source.seek = False
+    for k in range(15):
+        a, b = ds.get_clip(0, rng=k), scan.get_clip(0, rng=k)
+        assert torch.equal(a['times'], b['times']) and torch.equal(a['image'], b['image'])
+    assert len(ds.source._pts[0]) == 400  # the timestamps were read once and kept
 
 
 @pytest.mark.parametrize('mode', ['L', 'RGBA', 'LA', 'P'])

@@ -98,13 +98,15 @@ def _fit(self: VideoSource, resolution) -> int | None:
         return None
     want = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     if sizes == {want}: return None
-    i = min(range(len(self.sizes)), key=lambda i: min(self.sizes[i]))  # the smallest video decides
-    where = str(self.path) if len(sizes) == 1 else f"{self.path}: video {self.names[i]}"
-    h, w = self.sizes[i]
-    if want[0] != want[1] or min(h, w) < want[0]:
-        raise DatasetError(f"{where}: frames are {h}x{w} (HxW) but resolution={resolution} was requested; frames are centre-cropped "
-                           f"and downscaled to a square resolution on the fly, never upsampled: resize the dataset "
+    if want[0] != want[1]:
+        raise DatasetError(f"{self.path}: frames are {self.sizes[0][0]}x{self.sizes[0][1]} (HxW) but resolution={resolution} was "
+                           f"requested; frames are only resized on the fly to a square resolution=N: resize the dataset "
                            f"(stylegan-v prepare) or change the resolution")
+    small = [i for i, s in enumerate(self.sizes) if min(s) < want[0]]
+    if small:  # allowed (prepare upsamples too), but never silently: it blurs what the model learns
+        h, w = self.sizes[small[0]]
+        warnings.warn(f"{self.path}: {len(small)} of {len(self.sizes)} videos (e.g. {self.names[small[0]]}, {h}x{w} HxW) are "
+                      f"smaller than resolution={resolution} and are upsampled on the fly, which blurs them")
     return want[0]
 
 def _square_frame(frame: np.ndarray, size: int) -> np.ndarray:
