@@ -4,15 +4,20 @@
    JPEG frames, batch 16, with 0, 1 and 2 DataLoader workers -> clips/s and frames/s.
 2. Video decoding with PyAV: a directory of 256 px mp4s decoded frame by frame -> frames/s; and the whole
    `stylegan-v prepare videos` conversion (decode + resize + JPEG encode + zip) with 0 and 2 workers.
+3. Sparse frames from long videos: training clips (3 frames up to 32 apart, the original's sampler) read by
+   `VideoDataset` from a folder of long mp4s (>= 2,000 frames, 64 px), decoding from the start vs seeking to the
+   keyframe before the first needed frame, against the same frames as JPEGs in a zip -> clips/s and ratios.
 
 The data is made by the built-in synthetic generator, so nothing needs downloading. Ratios are against the
 0-worker baseline measured in the same run.
 
     python bench/data.py              # ~40-60 s on 2 CPU cores
     python bench/data.py --quick      # smaller, for a smoke run
+    python bench/data.py --only seek  # just part 3
 """
 import argparse
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -54,11 +59,49 @@ def bench_decode(mp4s):
     return n / (time.perf_counter() - t0), n
 
 
+def bench_clips(dataset, num_clips, seed=0):
+    "clips/s of `dataset.get_clip` over `num_clips` random items (after one warm-up clip per video)."
+    rng = random.Random(seed)
+    for v in range(len(dataset)): dataset.get_clip(v, rng)   # opens, and reads each video's timestamps once
+    t0 = time.perf_counter()
+    for _ in range(num_clips): dataset.get_clip(rng.randrange(len(dataset)), rng)
+    return num_clips / (time.perf_counter() - t0)
+
+
+def bench_seek(d, num_videos, num_frames, num_clips, res=64, gop=None):
+    from stylegan_v.data.dataset import VideoDataset
+    from stylegan_v.data.layout import DatasetWriter
+    t0 = time.perf_counter()
+    with DatasetWriter(d / 'long_frames.zip', ext='jpg', quality=95) as zw:
+        for i in range(num_videos):
+            frames = synthetic_video((2, i), num_frames, res)
+            write_video(d / 'long_mp4' / f'clip{i:02d}.mp4', frames, fps=25, options={'g': gop} if gop else None)
+            zw.add_video(f'clip{i:02d}', frames)
+    mp4_mb = sum(p.stat().st_size for p in (d / 'long_mp4').iterdir()) / 1e6
+    print(f"bench data: {num_videos} videos x {num_frames} frames at {res} px as mp4 (libx264, GOP {gop or 'default 250'}, "
+          f"{mp4_mb:.1f} MB) and as JPEGs in a zip ({(d / 'long_frames.zip').stat().st_size / 1e6:.1f} MB), "
+          f"made in {time.perf_counter() - t0:.1f} s")
+    sampling = {'num_frames_per_video': 3, 'max_dist': 32}
+    rates = {}
+    rates['zip of JPEG frames'] = bench_clips(VideoDataset(d / 'long_frames.zip', sampling=sampling), num_clips)
+    for seek in (False, True):
+        ds = VideoDataset(d / 'long_mp4', sampling=sampling)
+        ds.source.seek = seek
+        n = num_clips if seek else max(4, num_clips // 8)  # decoding from the start is slow: fewer clips
+        rates[f"mp4, {'seek to keyframe' if seek else 'decode from start'}"] = bench_clips(ds, n)
+    base = rates['zip of JPEG frames']
+    for name, r in rates.items(): print(f"{name:>28}: {r:8.1f} clips/s  (x{r / base:.3f} vs the zip)")
+    scan, seek = rates['mp4, decode from start'], rates['mp4, seek to keyframe']
+    print(f"seeking vs decoding from the start: x{seek / scan:.1f}")
+    return rates
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='smaller data and fewer batches')
     ap.add_argument('--workdir', default=None, help='where to put the bench data (default: a temporary dir)')
     ap.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--only', choices=['loader', 'decode', 'seek'], default=None, help='run one part only')
     args = ap.parse_args(argv)
     res, batch = 256, 16
     num_videos, num_frames = (8, 16) if args.quick else (24, 48)
@@ -69,37 +112,47 @@ def main(argv=None):
     print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (other work on the machine skews the numbers)")
     with tempfile.TemporaryDirectory(dir=args.workdir) as d:
         d = Path(d)
+        if args.only in (None, 'loader'): part_loader(d, args, res, batch, num_videos, num_frames, num_batches)
+        if args.only in (None, 'decode'): part_decode(d, args, res, num_mp4, mp4_frames)
+        if args.only in (None, 'seek'):
+            n_long, long_frames, clips = (2, 2000, 40) if args.quick else (3, 2400, 200)
+            for gop in (None, 32):
+                print(f"\n== sparse clips (3 frames up to 32 apart) from long videos, GOP {gop or 'default'} ==")
+                bench_seek(d / f'seek{gop}', n_long, long_frames, clips, gop=gop)
+
+
+def part_loader(d, args, res, batch, num_videos, num_frames, num_batches):
+    t0 = time.perf_counter()
+    zip_path = write_synthetic_dataset(d / 'synth256.zip', num_videos=num_videos, num_frames=num_frames,
+                                       resolution=res, ext='jpg', quality=95, progress=False)
+    print(f"bench data: {num_videos} videos x {num_frames} frames at {res} px, JPEG q95, "
+          f"{zip_path.stat().st_size / 1e6:.1f} MB zip, made in {time.perf_counter() - t0:.1f} s")
+    print(f"\n== training loader: 3-frame clips at {res} px from a zip, batch {batch}, {num_batches} batches ==")
+    base = None
+    for w in args.workers:
+        r = bench_loader(zip_path, w, batch, num_batches, warmup=1)
+        base = base or r['clips_s']
+        print(f"workers={w}: {r['clips_s']:7.1f} clips/s  {r['frames_s']:7.1f} frames/s  "
+              f"(x{r['clips_s'] / base:.2f} vs 0 workers; first batch {r['startup_s']:.2f} s; batch {r['shape']})")
+
+
+def part_decode(d, args, res, num_mp4, mp4_frames):
+    print(f"\n== PyAV decoding: {num_mp4} mp4s (libx264 yuv420p) x {mp4_frames} frames at {res} px ==")
+    t0 = time.perf_counter()
+    mp4s = [write_video(d / 'mp4' / f'clip{i:02d}.mp4', synthetic_video((1, i), mp4_frames, res), fps=25)
+            for i in range(num_mp4)]
+    print(f"(encoded in {time.perf_counter() - t0:.1f} s)")
+    fps, n = bench_decode(mp4s)
+    print(f"decode to RGB arrays: {fps:7.1f} frames/s ({n} frames)")
+    base = None
+    for w in sorted({0, 2} & set(args.workers) | {0}):
         t0 = time.perf_counter()
-        zip_path = write_synthetic_dataset(d / 'synth256.zip', num_videos=num_videos, num_frames=num_frames,
-                                           resolution=res, ext='jpg', quality=95, progress=False)
-        print(f"bench data: {num_videos} videos x {num_frames} frames at {res} px, JPEG q95, "
-              f"{zip_path.stat().st_size / 1e6:.1f} MB zip, made in {time.perf_counter() - t0:.1f} s")
-
-        print(f"\n== training loader: 3-frame clips at {res} px from a zip, batch {batch}, {num_batches} batches ==")
-        base = None
-        for w in args.workers:
-            r = bench_loader(zip_path, w, batch, num_batches, warmup=1)
-            base = base or r['clips_s']
-            print(f"workers={w}: {r['clips_s']:7.1f} clips/s  {r['frames_s']:7.1f} frames/s  "
-                  f"(x{r['clips_s'] / base:.2f} vs 0 workers; first batch {r['startup_s']:.2f} s; batch {r['shape']})")
-
-        print(f"\n== PyAV decoding: {num_mp4} mp4s (libx264 yuv420p) x {mp4_frames} frames at {res} px ==")
-        t0 = time.perf_counter()
-        mp4s = [write_video(d / 'mp4' / f'clip{i:02d}.mp4', synthetic_video((1, i), mp4_frames, res), fps=25)
-                for i in range(num_mp4)]
-        print(f"(encoded in {time.perf_counter() - t0:.1f} s)")
-        fps, n = bench_decode(mp4s)
-        print(f"decode to RGB arrays: {fps:7.1f} frames/s ({n} frames)")
-        base = None
-        for w in sorted({0, 2} & set(args.workers) | {0}):
-            t0 = time.perf_counter()
-            out = videos_to_dataset(d / 'mp4', d / f'conv{w}.zip', target_size=128, num_workers=w, progress=False)
-            dt = time.perf_counter() - t0
-            rate = out['num_videos'] * mp4_frames / dt
-            base = base or rate
-            print(f"prepare videos (decode + resize to 128 + JPEG + zip), workers={w}: {rate:7.1f} frames/s "
-                  f"(x{rate / base:.2f} vs 0 workers)")
-
+        out = videos_to_dataset(d / 'mp4', d / f'conv{w}.zip', target_size=128, num_workers=w, progress=False)
+        dt = time.perf_counter() - t0
+        rate = out['num_videos'] * mp4_frames / dt
+        base = base or rate
+        print(f"prepare videos (decode + resize to 128 + JPEG + zip), workers={w}: {rate:7.1f} frames/s "
+              f"(x{rate / base:.2f} vs 0 workers)")
 
 if __name__ == '__main__':
     main()

@@ -92,8 +92,8 @@ def test_video_errors_name_the_file(tmp_path, capsys):
     assert 'target_size' in capsys.readouterr().err
     assert cli_main(['video', '-s', str(src), '-t', str(tmp_path / 'o'), '-cs', '11']) == 2
     assert 'too few' in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # argparse: --num_chunks and --chunk_size are exclusive
-        cli_main(['video', '-s', str(src), '-t', str(tmp_path / 'o'), '-cs', '4', '-n', '2'])
+    # argparse: --num_chunks and --chunk_size are exclusive
+    assert cli_main(['video', '-s', str(src), '-t', str(tmp_path / 'o'), '-cs', '4', '-n', '2']) == 2
     assert not (tmp_path / 'o').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['corrupt.mp4', 'v.mp4']  # no temporaries left
 
@@ -106,7 +106,7 @@ def test_existing_target_refused_unless_overwrite(tmp_path, capsys):
     assert cli_main(args) == 2
     assert f"{tmp_path / 'ds'} already exists" in capsys.readouterr().err
     assert tree_bytes(tmp_path / 'ds') == before
-    assert cli_main(args[:-2] + ['--target_size', '8', '--overwrite']) == 0
+    assert cli_main(args[:-2] + ['--target_size', '8', '--force']) == 0
     assert frames_of(tmp_path / 'ds')['000000'].shape == (5, 8, 8, 3)
 
 
@@ -119,11 +119,15 @@ def test_videos_dir_with_workers_and_broken_report(tmp_path, capsys):
     write_video(src / 'tall.mov', moving_clip(6, 64, 32, seed=2), fps=24)
     (src / 'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42' + os.urandom(500))
     (src / 'readme.txt').write_text('not a video')
-    rc = cli_main(['videos', '-s', str(src), '-t', str(tmp_path / 'out.zip'), '--target_size', '24',
-                   '--num_workers', '2', '--ext', 'png'])
-    assert rc == 0
+    args = ['videos', '-s', str(src), '-o', str(tmp_path / 'out.zip'), '--target_size', '24', '--num_workers', '2', '--ext', 'png']
+    assert cli_main(args) == 2  # a broken input stops the run before any work...
+    err = capsys.readouterr().err
+    assert '1 of the 4 videos' in err and 'broken.mp4' in err and '--allow-broken' in err and 'Traceback' not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['clips']
+    assert cli_main(args + ['--allow-broken']) == 0  # ...unless allowed
     err = capsys.readouterr().err
     assert 'broken.mp4' in err and 'out_broken.json' in err
+    assert 'note: 3 of 3 videos are not square' in err
     report = json.loads((tmp_path / 'out_broken.json').read_text())
     assert list(report) == [str(src / 'broken.mp4')]
     videos = frames_of(tmp_path / 'out.zip')
@@ -134,7 +138,7 @@ def test_videos_dir_with_workers_and_broken_report(tmp_path, capsys):
     assert np.abs(videos['walk_1'][3].astype(int) - ref).max() <= 1
     # fixed input, converted again: the stale report goes away
     (src / 'broken.mp4').unlink()
-    assert cli_main(['videos', '-s', str(src), '-t', str(tmp_path / 'out.zip'), '--overwrite', '--num_workers', '0']) == 0
+    assert cli_main(['videos', '-s', str(src), '-t', str(tmp_path / 'out.zip'), '--force', '--num_workers', '0']) == 0
     assert not (tmp_path / 'out_broken.json').exists()
 
 
@@ -149,6 +153,9 @@ def test_videos_dir_errors(tmp_path, capsys):
     (tmp_path / 'bad').mkdir()
     (tmp_path / 'bad' / 'a.mp4').write_bytes(b'garbage')
     assert cli_main(['videos', '-s', str(tmp_path / 'bad'), '-t', str(tmp_path / 'o'), '--num_workers', '0']) == 2
+    assert '1 of the 1 videos in' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists() and not (tmp_path / 'o_broken.json').exists()
+    assert cli_main(['videos', '-s', str(tmp_path / 'bad'), '-t', str(tmp_path / 'o'), '--num_workers', '0', '--allow-broken']) == 2
     assert 'none of the 1 videos' in capsys.readouterr().err
     assert not (tmp_path / 'o').exists()
     assert str(tmp_path / 'bad' / 'a.mp4') in json.loads((tmp_path / 'o_broken.json').read_text())
@@ -170,7 +177,7 @@ def test_failed_conversion_leaves_nothing_under_the_final_name(tmp_path):
     write_synthetic_dataset(tmp_path / 'old.zip', num_videos=2, num_frames=2, resolution=8, progress=False)
     before = (tmp_path / 'old.zip').read_bytes()
     assert cli_main(['crop', str(tmp_path / 'src'), '-t', str(tmp_path / 'old.zip'), '--resize', '4',
-                     '--overwrite']) == 2
+                     '--force']) == 2
     assert (tmp_path / 'old.zip').read_bytes() == before
 
 
@@ -256,6 +263,9 @@ def test_faces_per_frame_and_wide_crop(tmp_path):
         write_video(tmp_path / 'ffs' / 'train' / kind / 'c1.mp4', arr, fps=10, pix_fmt='yuv444p', options={'qp': 0})
     write_video(tmp_path / 'ffs' / 'train' / 'original' / 'nomask.mp4', vid, fps=10)
     base = ['faces', '-s', str(tmp_path / 'ffs'), '--img_size', '20', '--ext', 'png', '--num_workers', '0']
+    assert cli_main(base + ['-t', str(tmp_path / 'per_frame')]) == 2   # nomask.mp4 has no mask: refused...
+    assert not (tmp_path / 'per_frame').exists()
+    base.append('--allow-broken')                                      # ...unless allowed
     assert cli_main(base + ['-t', str(tmp_path / 'per_frame')]) == 0
     assert cli_main(base + ['-t', str(tmp_path / 'wide'), '--wide_crop']) == 0
     per_frame, wide = frames_of(tmp_path / 'per_frame')['c1'], frames_of(tmp_path / 'wide')['c1']
@@ -332,3 +342,42 @@ def test_training_reader_reads_what_we_write(tmp_path):
     ds = dataset.VideoDataset(tmp_path / 'chunks', load_n_consecutive=10)
     assert len(ds) == 2 and tuple(np.asarray(ds[1]['image']).shape) == (10, 3, 16, 16)
     ds.close()
+
+
+# ---------------------------------------------------------------- one bad argument per subcommand
+
+def _corrupt_zip(tmp_path):
+    "A frame-dataset zip whose every frame member fails its CRC check."
+    zip_path = write_synthetic_dataset(tmp_path / 'in' / 'ds.zip', num_videos=2, num_frames=3, resolution=8, progress=False)
+    data = bytearray(zip_path.read_bytes())
+    start = 0
+    while (i := data.find(b'IDAT', start)) >= 0:
+        data[i + 6] ^= 0xFF
+        start = i + 4
+    zip_path.write_bytes(bytes(data))
+    return zip_path
+
+
+BAD_ARGUMENTS = {  # subcommand -> (argv with {in} / {out} placeholders, text the error must contain)
+    'video': (['video', '-s', '{in}/missing.mp4', '-n', '2', '-o', '{out}'], 'missing.mp4 does not exist'),
+    'videos': (['videos', '-s', '{in}', '-o', '{out}'], 'no videos with extension'),
+    'crop': (['crop', '{in}/ds.zip', '-o', '{out}', '--resize', '4'], 'Bad CRC-32'),
+    'faces': (['faces', '-s', '{in}/nope', '-o', '{out}'], 'does not exist'),
+    'static': (['static', '-d', '{in}/ds.zip', '-o', '{out}'], 'Bad CRC-32'),
+    'synthetic': (['synthetic', '-o', '{out}', '--resolution', '0'], "argument --resolution: invalid positive_int value: '0'"),
+}
+
+
+@pytest.mark.parametrize('mode', sorted(BAD_ARGUMENTS))
+def test_bad_argument_is_one_line_exit_2_nothing_written(tmp_path, mode, capsys, monkeypatch):
+    from stylegan_v.cli import main
+    monkeypatch.delenv('STYLEGAN_V_DEBUG', raising=False)
+    _corrupt_zip(tmp_path)
+    argv, message = BAD_ARGUMENTS[mode]
+    argv = [a.replace('{in}', str(tmp_path / 'in')).replace('{out}', str(tmp_path / 'out' / 'ds.zip')) for a in argv]
+    assert main(['prepare', *argv]) == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith('stylegan-v') or 'Traceback' in l or 'Error' in l]
+    assert len(lines) == 1 and lines[0].startswith(f'stylegan-v prepare {mode}: error: ') and message in lines[0], err
+    assert not (tmp_path / 'out').exists()
+    assert sorted(p.name for p in (tmp_path / 'in').iterdir()) == ['ds.zip']  # nor anything beside the input

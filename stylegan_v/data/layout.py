@@ -20,7 +20,7 @@ import numpy as np
 import PIL.Image
 from fastcore.basics import patch
 
-from ..core import publish_permissions
+from ..core import UsageError, publish_permissions
 from .video import VIDEO_EXTENSIONS, AtomicWriter
 
 # %% auto #0
@@ -29,8 +29,8 @@ __all__ = ['LAYOUT_HELP', 'FRAME_EXTS', 'DatasetError', 'image_extensions', 'Dat
            'DatasetLayout', 'center_crop_square', 'crop_then_resize', 'resize_then_crop']
 
 # %% ../../nbs/03a_data.layout.ipynb #755790b7
-class DatasetError(ValueError):
-    "A dataset path, layout, label file or frame is not what the reader expects."
+class DatasetError(UsageError, ValueError):
+    "A dataset path, layout, label file or frame is not what the reader expects (a `UsageError`: one line on the command line)."
 
 LAYOUT_HELP = ("expected <root>/<video>/<frame>.png|jpg (one folder of frames per video, frames sorted by file name) "
                "or <root>/<video>.mp4|webm|avi|mov|mkv")
@@ -194,12 +194,12 @@ def frame_ext(ext: str) -> str:
     "A frame format name normalised (`.JPEG` -> `jpg`) and checked against `FRAME_EXTS`."
     ext = ext.lower().lstrip('.')
     if ext == 'jpeg': ext = 'jpg'
-    if ext not in FRAME_EXTS: raise ValueError(f"frame format must be one of {FRAME_EXTS}, got {ext!r}")
+    if ext not in FRAME_EXTS: raise DatasetError(f"frame format must be one of {FRAME_EXTS}, got {ext!r}")
     return ext
 
 def _check_quality(quality: int) -> int:
     if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+        raise DatasetError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
     return int(quality)
 
 def _to_pil(frame) -> PIL.Image.Image:
@@ -230,13 +230,13 @@ def _jsonable(x):
 def _check_name(name: str, what: str = 'video name') -> str:
     name = str(name)
     if not name or name.startswith('.') or '/' in name or '\\' in name:
-        raise ValueError(f"{what} {name!r} is not usable as a folder name (empty, hidden, or contains a path separator)")
+        raise DatasetError(f"{what} {name!r} is not usable as a folder name (empty, hidden, or contains a path separator)")
     return name
 
 def check_target(target: str | os.PathLike, overwrite: bool = False) -> Path:
     "Validate an output path before any work: refuse an existing one unless `overwrite` (`--force`)."
     target = Path(target)
-    if not target.name or target.name in ('.', '..'): raise ValueError(f"invalid target path {target}")
+    if not target.name or target.name in ('.', '..'): raise DatasetError(f"invalid target path {target}")
     if target.exists() and not overwrite:
         raise FileExistsError(f"target {target} already exists; pass overwrite=True (--force on the command line) to replace it")
     if target.suffix.lower() == '.zip': _check_name(target.stem, 'zip root folder')
@@ -248,7 +248,7 @@ class DatasetWriter(AtomicWriter):
     def __init__(self, target: str | os.PathLike, ext: str = 'jpg', quality: int = 95, overwrite: bool = False):
         self.target, self.ext, self.quality = check_target(target, overwrite), frame_ext(ext), _check_quality(quality)
         self.is_zip = self.target.suffix.lower() == '.zip'
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_parent(self.target)
         prefix, suffix = f'.{self.target.name}.', '.partial'
         if self.is_zip:
             fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.target.parent)
@@ -314,10 +314,10 @@ def set_labels(self: DatasetWriter, labels: dict | typing.Sequence | None):
 def commit(self: DatasetWriter) -> Path:
     "Finish writing and rename the temporary into place; returns the final path."
     if self.closed: raise RuntimeError(f"DatasetWriter for {self.target} is already closed")
-    if not self.videos: raise ValueError(f"refusing to write an empty dataset to {self.target}: no videos were added")
+    if not self.videos: raise DatasetError(f"refusing to write an empty dataset to {self.target}: no videos were added")
     if self.labels is not None:
         missing = sorted(set(self.videos) - {k for k, _ in self.labels})
-        if missing: raise ValueError(f"labels for {self.target} miss {len(missing)} video(s), e.g. {missing[:3]}")
+        if missing: raise DatasetError(f"labels for {self.target} miss {len(missing)} video(s), e.g. {missing[:3]}")
         self._put('dataset.json', json.dumps({'labels': self.labels}).encode())
     if self.is_zip:
         self._zip.close()

@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -18,41 +19,50 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from ..core import atomic_write_bytes
+from ..cliutils import add_force, add_outdir, command_parser, run_command
+from ..core import UsageError, atomic_write_bytes
 from .layout import (FRAME_EXTS, DatasetError, DatasetLayout, DatasetWriter, check_target, crop_then_resize,
                                     encode_frame, frame_ext, resize_then_crop)
-from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_video_frames,
+from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_video_frames, probe_video,
                                    write_video)
 
 # %% auto #0
-__all__ = ['video_to_dataset', 'list_videos', 'broken_report_path', 'videos_to_dataset', 'crop_dataset', 'mask_box', 'square_box',
-           'union_box', 'faces_to_dataset', 'static_dataset', 'build_parser', 'cli_main']
+__all__ = ['PrepareError', 'video_to_dataset', 'list_videos', 'broken_report_path', 'videos_to_dataset', 'crop_dataset',
+           'mask_box', 'square_box', 'union_box', 'faces_to_dataset', 'static_dataset', 'positive_int',
+           'non_negative_int', 'jpeg_quality', 'positive_float', 'build_parser', 'cli_main']
 
 # %% ../../nbs/03e_data.prepare.ipynb #4cac317e
+class PrepareError(UsageError, ValueError):
+    "A converter's argument or input is not usable (a `UsageError`: the command line prints it as one line, exit code 2)."
+
 def _check_size(size, what='target_size') -> int:
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"{what} must be a positive integer, got {size!r}")
+        raise PrepareError(f"{what} must be a positive integer, got {size!r}")
     return int(size)
 
 # %% ../../nbs/03e_data.prepare.ipynb #91b2ba70
+def _note(message: str, progress: bool):
+    if progress: print(f"note: {message}", file=sys.stderr)
+
 def video_to_dataset(source, target, *, num_chunks: int | None = None, chunk_size: int | None = None,
                      start_frame: int = 0, target_size: int = 128, fps: float | None = None, ext: str = 'jpg',
                      quality: int = 95, overwrite: bool = False, progress: bool = True) -> int:
     "Cut one long video into fixed-length square chunks; returns the number of chunks written."
-    source, target_size = Path(source), _check_size(target_size)
-    if (num_chunks is None) == (chunk_size is None): raise ValueError("give exactly one of num_chunks and chunk_size")
+    source, target_size, target = Path(source), _check_size(target_size), check_target(target, overwrite)
+    if (num_chunks is None) == (chunk_size is None): raise PrepareError("give exactly one of num_chunks and chunk_size")
     if num_chunks is not None: _check_size(num_chunks, 'num_chunks')
     if chunk_size is not None: _check_size(chunk_size, 'chunk_size')
     if not isinstance(start_frame, (int, np.integer)) or start_frame < 0:
-        raise ValueError(f"start_frame must be a non-negative integer, got {start_frame!r}")
-    if fps is not None and not fps > 0: raise ValueError(f"fps must be positive, got {fps!r}")
-    total = count_video_frames(source, fps)  # also checks that the file exists and opens
+        raise PrepareError(f"start_frame must be a non-negative integer, got {start_frame!r}")
+    if fps is not None and not fps > 0: raise PrepareError(f"fps must be positive, got {fps!r}")
+    total, (_, h, w, _) = count_video_frames(source, fps), probe_video(source)  # also checks that the file opens
     usable = total - start_frame
     if num_chunks is not None: chunk_size = usable // num_chunks
     if chunk_size < 1 or usable < chunk_size:
-        raise ValueError(f"{source}: {total} frames ({usable} after skipping {start_frame}) are too few for "
-                         f"{num_chunks or 1} chunk(s) of {max(chunk_size, 1)} frames")
+        raise PrepareError(f"{source}: {total} frames ({usable} after skipping {start_frame}) are too few for "
+                           f"{num_chunks or 1} chunk(s) of {max(chunk_size, 1)} frames")
     max_chunks = num_chunks if num_chunks is not None else usable // chunk_size
+    if h != w: _note(f"{source.name} is {w}x{h} (WxH): frames are centre-cropped to {min(h, w)}x{min(h, w)}, then resized to {target_size}", progress)
     with DatasetWriter(target, ext, quality, overwrite) as writer:
         chunk, n = [], 0
         bar = tqdm(total=start_frame + max_chunks * chunk_size, unit='frame', desc=source.name, disable=not progress)
@@ -66,19 +76,25 @@ def video_to_dataset(source, target, *, num_chunks: int | None = None, chunk_siz
                 if n == max_chunks: break
         bar.close()
         if n == 0: raise VideoReadError(f"{source}: decoded fewer frames than the {start_frame + chunk_size} needed")
+    if usable > n * chunk_size:
+        _note(f"dropped the last {usable - n * chunk_size} frame(s) of {source.name}: {n} chunk(s) of {chunk_size} frames "
+              f"use {n * chunk_size} of the {usable} frames after skipping {start_frame}", progress)
     return n
 
 # %% ../../nbs/03e_data.prepare.ipynb #87887f6e
 def _clip_name(path: Path) -> str: return path.stem.replace('#', '_')
 
 def _convert_clip(task):
-    "Worker: decode one clip into encoded square frames; never raises (errors come back as text)."
+    "Worker: decode one clip into encoded square frames; never raises (errors come back as text). Returns `(path, frames, error, (W, H))`."
     path, target_size, fps, ext, quality = task
+    frames, size = [], None
     try:
-        frames = [encode_frame(resize_then_crop(img, target_size), ext, quality) for img in iter_video_frames(path, fps)]
-        return str(path), frames, None
+        for img in iter_video_frames(path, fps):
+            size = size or img.size
+            frames.append(encode_frame(resize_then_crop(img, target_size), ext, quality))
+        return str(path), frames, None, size
     except Exception as e:  # any failure on one clip is reported, not fatal
-        return str(path), None, f'{type(e).__name__}: {e}'
+        return str(path), None, f'{type(e).__name__}: {e}', size
 
 def _map_tasks(fn, tasks, num_workers):
     if num_workers == 0: yield from map(fn, tasks); return
@@ -109,34 +125,55 @@ def _write_broken(target, broken: dict):
         for path, err in broken.items(): print(f"  {path}: {err}", file=sys.stderr)
 
 def _convert_all(convert, tasks, names, target, *, ext, quality, overwrite, num_workers, progress,
-                 broken: dict, what: str) -> dict:
+                 broken: dict, what: str, allow_broken: bool = True) -> dict:
     "Run `convert` over `tasks` (in `num_workers` processes), write each clip under its name, list failures in `broken`."
+    non_square = []
     with DatasetWriter(target, ext, quality, overwrite) as writer:
         results = _map_tasks(convert, tasks, min(num_workers, len(tasks)))
-        for name, (path, frames, err) in tqdm(zip(names, results), total=len(tasks), unit='video', disable=not progress):
+        for name, (path, frames, err, size) in tqdm(zip(names, results), total=len(tasks), unit='video', disable=not progress):
             if err is None and not frames: err = 'VideoReadError: no frames decoded'
             if err is not None: broken[path] = err
             else: writer.add_video(name, frames)
-        if not writer.videos:
+            if size is not None and size[0] != size[1]: non_square.append((Path(path).name, size))
+        if not writer.videos or (broken and not allow_broken):
             writer.abort()
             _write_broken(target, broken)
-            raise VideoReadError(f"none of the {what} could be converted; see {broken_report_path(target)}")
+            if not writer.videos: raise VideoReadError(f"none of the {what} could be converted; see {broken_report_path(target)}")
+            raise PrepareError(f"{len(broken)} of the {what} could not be converted (listed in {broken_report_path(target)}), "
+                               f"so nothing was written; pass --allow-broken (allow_broken=True) to write the others")
     _write_broken(target, broken)
+    if non_square:
+        _note(f"{len(non_square)} of {len(writer.videos)} videos are not square (e.g. {non_square[0][0]}, "
+              f"{non_square[0][1][0]}x{non_square[0][1][1]} WxH): their shorter side was resized, then centre-cropped", progress)
     return {'num_videos': len(writer.videos), 'broken': broken}
+
+def _probe_all(files: list[Path], allow_broken: bool, what: str) -> dict:
+    "Open every input before any work: `{path: error}` of those that cannot be read (an error unless `allow_broken`)."
+    broken = {}
+    for p in files:
+        try: probe_video(p)
+        except (VideoReadError, OSError) as e: broken[str(p)] = f'{type(e).__name__}: {e}'
+    if broken and not allow_broken:
+        first = next(iter(broken.items()))
+        raise PrepareError(f"{len(broken)} of the {what} cannot be read (e.g. {first[1]}); nothing was written. "
+                           f"Remove them or pass --allow-broken (allow_broken=True) to convert the others")
+    return broken
 
 def videos_to_dataset(source_dir, target, *, target_size: int = 128, fps: float | None = None,
                       video_exts: Sequence[str] = VIDEO_EXTENSIONS, num_workers: int = 0, ext: str = 'jpg',
-                      quality: int = 95, overwrite: bool = False, progress: bool = True) -> dict:
+                      quality: int = 95, overwrite: bool = False, progress: bool = True, allow_broken: bool = True) -> dict:
     "Convert every clip in `source_dir` to a video folder; returns `{'num_videos': n, 'broken': {path: error}}`."
-    target_size, files = _check_size(target_size), list_videos(source_dir, video_exts)
-    if fps is not None and not fps > 0: raise ValueError(f"fps must be positive, got {fps!r}")
-    if not isinstance(num_workers, int) or num_workers < 0: raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+    target_size, target, files = _check_size(target_size), check_target(target, overwrite), list_videos(source_dir, video_exts)
+    if fps is not None and not fps > 0: raise PrepareError(f"fps must be positive, got {fps!r}")
+    if not isinstance(num_workers, int) or num_workers < 0: raise PrepareError(f"num_workers must be >= 0, got {num_workers!r}")
+    what = f"{len(files)} videos in {source_dir}"
+    broken = _probe_all(files, allow_broken, what)
     names = [_clip_name(p) for p in files]
     names = [n if names.count(n) == 1 else f'{n}_{p.suffix.lstrip(".").lower()}' for n, p in zip(names, files)]
-    tasks = [(p, target_size, fps, ext, quality) for p in files]
+    tasks = [(p, target_size, fps, ext, quality) for p in files if str(p) not in broken]
+    names = [n for n, p in zip(names, files) if str(p) not in broken]
     return _convert_all(_convert_clip, tasks, names, target, ext=ext, quality=quality, overwrite=overwrite,
-                        num_workers=num_workers, progress=progress, broken={},
-                        what=f"{len(files)} videos in {source_dir}")
+                        num_workers=num_workers, progress=progress, broken=broken, what=what, allow_broken=allow_broken)
 
 # %% ../../nbs/03e_data.prepare.ipynb #8e258b7f
 def _default_target(source: Path, suffix: str) -> Path:
@@ -162,7 +199,7 @@ def crop_dataset(source, target=None, *, max_num_frames: int | None = None, slic
     source = Path(source)
     if max_num_frames is not None: _check_size(max_num_frames, 'max_num_frames')
     if not isinstance(slice_n_left_frames, (int, np.integer)) or slice_n_left_frames < 0:
-        raise ValueError(f"slice_n_left_frames must be a non-negative integer, got {slice_n_left_frames!r}")
+        raise PrepareError(f"slice_n_left_frames must be a non-negative integer, got {slice_n_left_frames!r}")
     if resize is not None: _check_size(resize, 'resize')
     target = check_target(target or _default_target(source, f'_cut{max_num_frames}_slice{slice_n_left_frames}'), overwrite)
     with DatasetLayout(source) as layout:
@@ -173,7 +210,7 @@ def crop_dataset(source, target=None, *, max_num_frames: int | None = None, slic
                     if resize is None and _is_format(name, ext): writer.add_encoded(video, f'{i:06d}.{ext}', layout.read_bytes(name))
                     elif resize is None: writer.add_frame(video, i, _open_frame(layout, name))
                     else: writer.add_frame(video, i, resize_then_crop(_open_frame(layout, name), resize))
-            if not writer.videos: raise ValueError(f"{source}: no video has more than {slice_n_left_frames} frames")
+            if not writer.videos: raise PrepareError(f"{source}: no video has more than {slice_n_left_frames} frames")
             _copy_labels(layout, writer)
     return target
 
@@ -213,15 +250,15 @@ def _convert_faces(task):
             box = wide if wide_crop else (boxes[i] or box or next(b for b in boxes if b is not None))
             crop = square_box(box, *img.size)
             frames.append(encode_frame(img.resize((img_size, img_size), PIL.Image.LANCZOS, box=crop), ext, quality))
-        return str(video_path), frames, None
+        return str(video_path), frames, None, None
     except Exception as e:
-        return str(video_path), None, f'{type(e).__name__}: {e}'
+        return str(video_path), None, f'{type(e).__name__}: {e}', None
 
 def faces_to_dataset(source_dir, target, *, split: str = 'train', img_size: int = 256, wide_crop: bool = False,
                      num_workers: int = 0, video_exts: Sequence[str] = VIDEO_EXTENSIONS, ext: str = 'jpg', quality: int = 95,
-                     overwrite: bool = False, progress: bool = True) -> dict:
+                     overwrite: bool = False, progress: bool = True, allow_broken: bool = True) -> dict:
     "Face crops of FaceForensics-style clips (`[<split>/]original/*` + `[<split>/]mask/*`); returns `{'num_videos', 'broken'}`."
-    source_dir, img_size = Path(source_dir), _check_size(img_size, 'img_size')
+    source_dir, img_size, target = Path(source_dir), _check_size(img_size, 'img_size'), check_target(target, overwrite)
     if not source_dir.is_dir(): raise FileNotFoundError(f"source directory {source_dir} does not exist")
     base = source_dir / split if (source_dir / split / 'original').is_dir() else source_dir
     if not (base / 'original').is_dir() or not (base / 'mask').is_dir():
@@ -232,9 +269,12 @@ def faces_to_dataset(source_dir, target, *, split: str = 'train', img_size: int 
     for p in videos:
         if p.stem not in masks: broken[str(p)] = f'FileNotFoundError: no mask video named {p.stem}.* in {base / "mask"}'
         else: tasks.append((p, masks[p.stem], img_size, wide_crop, ext, quality)); names.append(_clip_name(p))
+    what = f"{len(videos)} videos in {base / 'original'}"
+    if broken and not allow_broken:
+        raise PrepareError(f"{len(broken)} of the {what} have no mask (e.g. {next(iter(broken.values()))}); nothing was written. "
+                           f"Pass --allow-broken (allow_broken=True) to convert the others")
     return _convert_all(_convert_faces, tasks, names, target, ext=ext, quality=quality, overwrite=overwrite,
-                        num_workers=num_workers, progress=progress, broken=broken,
-                        what=f"{len(videos)} videos in {base / 'original'}")
+                        num_workers=num_workers, progress=progress, broken=broken, what=what, allow_broken=allow_broken)
 
 # %% ../../nbs/03e_data.prepare.ipynb #684dee26
 def static_dataset(source, target=None, *, max_len: int | None = None, force_len: int | None = None, seed: int = 0,
@@ -257,99 +297,151 @@ def static_dataset(source, target=None, *, max_len: int | None = None, force_len
     return target
 
 # %% ../../nbs/03e_data.prepare.ipynb #b15750d4
-def _add_output_args(p, target_required=True):
-    p.add_argument('-t', '--target', '--target_dir', '--output_dir', dest='target', required=target_required,
-                   help='output dataset: a directory, or a .zip file')
-    p.add_argument('--ext', default='jpg', choices=FRAME_EXTS, help='frame format (png is lossless)')
-    p.add_argument('--quality', type=int, default=95, help='JPEG quality (the original wrote 75 by mistake)')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing target')
+def positive_int(text: str) -> int:
+    "argparse type: an integer >= 1."
+    value = int(text)
+    if value < 1: raise ValueError(text)
+    return value
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='stylegan-v prepare', description='Build StyleGAN-V frame datasets (directory or .zip).')
-    sub = parser.add_subparsers(dest='mode', required=True, metavar='MODE')
-    p = sub.add_parser('video', help='one long video -> fixed-length chunks')
-    p.add_argument('-s', '--source', '--source_video_path', dest='source', required=True)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('-n', '--num_chunks', type=int)
-    g.add_argument('-cs', '--chunk_size', type=int)
-    p.add_argument('-sf', '--start_frame', type=int, default=0, help='frames to skip at the start')
-    p.add_argument('--target_size', type=int, default=128)
-    p.add_argument('--fps', '--force_fps', dest='fps', type=float, default=None)
-    _add_output_args(p)
-    p = sub.add_parser('videos', help='a directory of clips -> one video folder per clip')
-    p.add_argument('-s', '--source', '--source_dir', dest='source', required=True)
-    p.add_argument('--video_ext', nargs='+', default=list(VIDEO_EXTENSIONS))
-    p.add_argument('--target_size', type=int, default=128)
-    p.add_argument('--fps', '--force_fps', dest='fps', type=float, default=None)
-    p.add_argument('--num_workers', type=int, default=min(8, os.cpu_count() or 1))
-    _add_output_args(p)
-    p = sub.add_parser('crop', help='temporal crop / resize of a frame dataset')
-    p.add_argument('source')
-    p.add_argument('-n', '--max_num_frames', type=int, default=None)
-    p.add_argument('--slice_n_left_frames', type=int, default=0, help='frames to drop at the start of every video')
-    p.add_argument('--resize', type=int, default=None)
-    _add_output_args(p, target_required=False)
-    p.set_defaults(ext=None)
-    p = sub.add_parser('faces', help='FaceForensics-style face crops from mask videos')
-    p.add_argument('-s', '--source', '--source_dir', dest='source', required=True)
-    p.add_argument('--split', default='train')
-    p.add_argument('--img_size', type=int, default=256)
-    p.add_argument('--wide_crop', action='store_true', help='one box per video (stable) instead of one per frame')
-    p.add_argument('--num_workers', type=int, default=min(8, os.cpu_count() or 1))
-    _add_output_args(p)
-    p = sub.add_parser('static', help='frozen videos (one random frame repeated) for FVD sanity checks')
-    p.add_argument('-d', '--source', '--dataset_path', dest='source', required=True)
-    p.add_argument('-o', '--target', '--output_path', dest='target', default=None)
-    p.add_argument('-l', '--max_len', type=int, default=None)
-    p.add_argument('-fl', '--force_len', type=int, default=None)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--overwrite', action='store_true')
-    p = sub.add_parser('synthetic', help='the built-in synthetic dataset (moving shapes)')
-    p.add_argument('--num_videos', type=int, default=32)
-    p.add_argument('--num_frames', type=int, default=32)
-    p.add_argument('--resolution', type=int, default=64)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--labels', action='store_true', help='write dataset.json with a class per video')
-    _add_output_args(p)
-    p.set_defaults(ext='png')
-    return parser
+def non_negative_int(text: str) -> int:
+    "argparse type: an integer >= 0."
+    value = int(text)
+    if value < 0: raise ValueError(text)
+    return value
+
+def jpeg_quality(text: str) -> int:
+    "argparse type: an integer in 1..100."
+    value = int(text)
+    if not 1 <= value <= 100: raise ValueError(text)
+    return value
+
+def positive_float(text: str) -> float:
+    "argparse type: a number > 0."
+    value = float(text)
+    if not value > 0: raise ValueError(text)
+    return value
+
+def _output_args(p, required=True, frames=True):
+    add_outdir(p, required=required, aliases=('-t', '--target', '--target_dir', '--output_dir', '--output_path'),
+               help='output dataset: a directory, or a .zip file' + ('' if required else ' (default: beside the source)'))
+    if frames:
+        p.add_argument('--ext', default='jpg', choices=FRAME_EXTS, help='frame format (png is lossless)')
+        p.add_argument('--quality', type=jpeg_quality, default=95, help='JPEG quality, 1..100 (the original wrote 75 by mistake)')
+    add_force(p, help='replace an existing output (the old one is removed only once the new one is complete)')
+
+def _broken_args(p):
+    p.add_argument('--num_workers', type=non_negative_int, default=min(8, os.cpu_count() or 1), help='decoding processes (0: in this process)')
+    p.add_argument('--allow-broken', '--allow_broken', dest='allow_broken', action='store_true',
+                   help='write the dataset without the inputs that cannot be read (listed in <output>_broken.json); '
+                        'without it they stop the run, exit code 2, nothing written')
+
+def _subparser(sub, name: str, help: str, description: str):
+    "A subcommand parser like its parent (defaults shown in help, one-line errors), taking `--debug` after the mode too."
+    p = sub.add_parser(name, help=help, description=textwrap.fill(description, 100), formatter_class=sub.formatter_class)
+    p.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback on errors')
+    return p
 
 # %% ../../nbs/03e_data.prepare.ipynb #ac0a8672
-def cli_main(argv: list[str] | None = None) -> int:
-    "Entry point of `stylegan-v prepare MODE ...`; returns 0 on success, 2 on a user error."
-    args = build_parser().parse_args(argv)
-    try:
-        if args.mode == 'video':
-            n = video_to_dataset(args.source, args.target, num_chunks=args.num_chunks, chunk_size=args.chunk_size,
-                                 start_frame=args.start_frame, target_size=args.target_size, fps=args.fps,
-                                 ext=args.ext, quality=args.quality, overwrite=args.overwrite)
-            print(f"wrote {n} chunks to {args.target}")
-        elif args.mode in ('videos', 'faces'):
-            if args.mode == 'videos':
-                res = videos_to_dataset(args.source, args.target, target_size=args.target_size, fps=args.fps,
-                                        video_exts=args.video_ext, num_workers=args.num_workers, ext=args.ext,
-                                        quality=args.quality, overwrite=args.overwrite)
-            else:
-                res = faces_to_dataset(args.source, args.target, split=args.split, img_size=args.img_size,
-                                       wide_crop=args.wide_crop, num_workers=args.num_workers, ext=args.ext,
-                                       quality=args.quality, overwrite=args.overwrite)
-            print(f"wrote {res['num_videos']} videos to {args.target} ({len(res['broken'])} broken)")
-        elif args.mode == 'crop':
-            out = crop_dataset(args.source, args.target, max_num_frames=args.max_num_frames,
-                               slice_n_left_frames=args.slice_n_left_frames, resize=args.resize, ext=args.ext,
-                               quality=args.quality, overwrite=args.overwrite)
-            print(f"wrote {out}")
-        elif args.mode == 'static':
-            out = static_dataset(args.source, args.target, max_len=args.max_len, force_len=args.force_len,
-                                 seed=args.seed, overwrite=args.overwrite)
-            print(f"wrote {out}")
-        elif args.mode == 'synthetic':
-            from stylegan_v.data.synthetic import write_synthetic_dataset
-            out = write_synthetic_dataset(args.target, num_videos=args.num_videos, num_frames=args.num_frames,
-                                          resolution=args.resolution, seed=args.seed, labels=args.labels,
-                                          ext=args.ext, quality=args.quality, overwrite=args.overwrite)
-            print(f"wrote {out}")
-    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, VideoReadError) as e:
-        print(f"stylegan-v prepare {args.mode}: error: {e}", file=sys.stderr)
-        return 2
+def _video_parsers(sub):
+    p = _subparser(sub, 'video', 'one long video -> fixed-length chunks',
+                   'Cut one long video into chunks of equal length (the RainbowJelly recipe). Non-square frames are centre-'
+                   'cropped to a square, then Lanczos-resized to --target_size. Trailing frames that do not fill a whole '
+                   'chunk are dropped; how many is reported.')
+    p.add_argument('-s', '--source', '--source_video_path', dest='source', required=True, help='the video file')
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('-n', '--num_chunks', type=positive_int, help='cut into this many equal chunks')
+    g.add_argument('-cs', '--chunk_size', type=positive_int, help='frames per chunk')
+    p.add_argument('-sf', '--start_frame', type=non_negative_int, default=0, help='frames to skip at the start')
+    p.add_argument('--target_size', type=positive_int, default=128, help='output frame size (square)')
+    p.add_argument('--fps', '--force_fps', dest='fps', type=positive_float, default=None, help='resample to this frame rate first')
+    _output_args(p)
+    p = _subparser(sub, 'videos', 'a directory of clips -> one video folder per clip',
+                   'Convert every clip in a directory into one video folder. Non-square frames: the shorter side is '
+                   'Lanczos-resized to --target_size, then centre-cropped; how many clips were not square is reported. '
+                   'Clips that cannot be read stop the run unless --allow-broken.')
+    p.add_argument('-s', '--source', '--source_dir', dest='source', required=True, help='the directory of clips')
+    p.add_argument('--video_ext', nargs='+', default=list(VIDEO_EXTENSIONS), help='extensions that count as clips')
+    p.add_argument('--target_size', type=positive_int, default=128, help='output frame size (square)')
+    p.add_argument('--fps', '--force_fps', dest='fps', type=positive_float, default=None, help='resample to this frame rate first')
+    _broken_args(p)
+    _output_args(p)
+
+def _dataset_parsers(sub):
+    p = _subparser(sub, 'crop', 'temporal crop / resize of a frame dataset',
+                   'Drop the first --slice_n_left_frames frames of every video, keep at most --max_num_frames (the rest '
+                   'is dropped), optionally resize (shorter side to --resize, then centre crop). Labels are carried over.')
+    p.add_argument('source', help='frame dataset: a directory or a .zip')
+    p.add_argument('-n', '--max_num_frames', type=positive_int, default=None, help='frames kept per video (default: all)')
+    p.add_argument('--slice_n_left_frames', type=non_negative_int, default=0, help='frames to drop at the start of every video')
+    p.add_argument('--resize', type=positive_int, default=None, help='output frame size (default: unchanged)')
+    _output_args(p, required=False)
+    p.set_defaults(ext=None)
+    p = _subparser(sub, 'faces', 'FaceForensics-style face crops from mask videos',
+                   'Crop the face of every <split>/original clip using its <split>/mask clip (square box around the '
+                   'non-white mask pixels), resized to --img_size.')
+    p.add_argument('-s', '--source', '--source_dir', dest='source', required=True, help='the FaceForensics folder')
+    p.add_argument('--split', default='train', help='sub-folder holding original/ and mask/')
+    p.add_argument('--img_size', type=positive_int, default=256, help='output frame size (square)')
+    p.add_argument('--wide_crop', action='store_true', help='one box per video (stable) instead of one per frame')
+    _broken_args(p)
+    _output_args(p)
+    p = _subparser(sub, 'static', 'frozen videos (one random frame repeated) for FVD sanity checks',
+                   'Replace every video by one of its frames (chosen with --seed), repeated. Frames are copied, not re-encoded.')
+    p.add_argument('-d', '--source', '--dataset_path', dest='source', required=True, help='frame dataset: a directory or a .zip')
+    p.add_argument('-l', '--max_len', type=positive_int, default=None, help='at most this many frames per video')
+    p.add_argument('-fl', '--force_len', type=positive_int, default=None, help='exactly this many frames per video')
+    p.add_argument('--seed', type=non_negative_int, default=0, help='which frames are chosen')
+    _output_args(p, required=False, frames=False)
+    p = _subparser(sub, 'synthetic', 'the built-in synthetic dataset (moving shapes)',
+                   'Write the built-in dataset of moving discs and squares (data.synthetic); the same seed gives the same bytes.')
+    p.add_argument('--num_videos', type=positive_int, default=32, help='videos')
+    p.add_argument('--num_frames', type=positive_int, default=32, help='frames per video')
+    p.add_argument('--resolution', type=positive_int, default=64, help='frame size (square)')
+    p.add_argument('--seed', type=non_negative_int, default=0, help='dataset seed')
+    p.add_argument('--labels', action='store_true', help='write dataset.json with a class per video')
+    _output_args(p)
+    p.set_defaults(ext='png')
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser('prepare', 'Build StyleGAN-V datasets: frame folders in a directory or a .zip.')
+    sub = parser.add_subparsers(dest='mode', required=True, metavar='MODE')
+    sub.formatter_class = parser.formatter_class
+    _video_parsers(sub)
+    _dataset_parsers(sub)
+    return parser
+
+# %% ../../nbs/03e_data.prepare.ipynb #c067fe9d
+_MODES = ('video', 'videos', 'crop', 'faces', 'static', 'synthetic')
+
+def _run(args) -> int:
+    out = getattr(args, 'outdir', None)
+    common = dict(overwrite=args.force)
+    if args.mode == 'video':
+        n = video_to_dataset(args.source, out, num_chunks=args.num_chunks, chunk_size=args.chunk_size, start_frame=args.start_frame,
+                             target_size=args.target_size, fps=args.fps, ext=args.ext, quality=args.quality, **common)
+        print(f"wrote {n} chunks to {out}")
+    elif args.mode in ('videos', 'faces'):
+        kw = dict(num_workers=args.num_workers, ext=args.ext, quality=args.quality, allow_broken=args.allow_broken, **common)
+        res = (videos_to_dataset(args.source, out, target_size=args.target_size, fps=args.fps, video_exts=args.video_ext, **kw)
+               if args.mode == 'videos' else
+               faces_to_dataset(args.source, out, split=args.split, img_size=args.img_size, wide_crop=args.wide_crop, **kw))
+        print(f"wrote {res['num_videos']} videos to {out} ({len(res['broken'])} broken)")
+    elif args.mode == 'crop':
+        path = crop_dataset(args.source, out, max_num_frames=args.max_num_frames, slice_n_left_frames=args.slice_n_left_frames,
+                            resize=args.resize, ext=args.ext, quality=args.quality, **common)
+    elif args.mode == 'static':
+        path = static_dataset(args.source, out, max_len=args.max_len, force_len=args.force_len, seed=args.seed, **common)
+    elif args.mode == 'synthetic':
+        from stylegan_v.data.synthetic import write_synthetic_dataset
+        path = write_synthetic_dataset(out, num_videos=args.num_videos, num_frames=args.num_frames, resolution=args.resolution,
+                                       seed=args.seed, labels=args.labels, ext=args.ext, quality=args.quality, **common)
+    if args.mode in ('crop', 'static', 'synthetic'): print(f"wrote {path}")
     return 0
+
+def cli_main(argv: list[str] | None = None) -> int:
+    "Entry point of `stylegan-v prepare MODE ...`: 0 on success, 2 (one line, nothing written) on a user error."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    mode = next((a for a in argv if not a.startswith('-')), None)
+    if mode in _MODES: parser.prog = f'stylegan-v prepare {mode}'  # errors name the subcommand (its parser is already built)
+    return run_command(parser, argv, _run)

@@ -16,7 +16,7 @@ import numpy as np
 import PIL.Image
 from fastcore.basics import patch
 
-from ..core import atomic_path
+from ..core import UsageError, atomic_path
 
 # %% auto #0
 __all__ = ['VIDEO_EXTENSIONS', 'VideoReadError', 'is_video_file', 'to_uint8', 'AtomicWriter', 'VideoWriter', 'write_video',
@@ -26,8 +26,8 @@ __all__ = ['VIDEO_EXTENSIONS', 'VideoReadError', 'is_video_file', 'to_uint8', 'A
 # %% ../../nbs/03_data.video.ipynb #34f2ba89
 VIDEO_EXTENSIONS = ('.avi', '.mkv', '.mov', '.mp4', '.webm')  # what counts as a video file, everywhere
 
-class VideoReadError(ValueError):
-    "A video file could not be opened or decoded (the message names the file and what went wrong)."
+class VideoReadError(UsageError, ValueError):
+    "A video file could not be opened or decoded (the message names the file and what went wrong; one line on the command line)."
 
 def is_video_file(name: str | os.PathLike) -> bool:
     "Whether `name` has one of the `VIDEO_EXTENSIONS` (case-insensitive)."
@@ -48,12 +48,19 @@ def to_uint8(frames, channels_last: bool = False) -> np.ndarray:
 # %% ../../nbs/03_data.video.ipynb #21afd420
 class AtomicWriter:
     "Base of the data writers (videos, datasets): as a context manager, `close()` publishes on success, `abort()` drops on an exception."
-    closed = False
+    closed, _made_dirs = False, ()
+    def _make_parent(self, path: Path):
+        "Create `path`'s parent folders, remembering the new ones so that `abort` can remove them again."
+        self._made_dirs = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # deepest first
+        path.parent.mkdir(parents=True, exist_ok=True)
     def abort(self):
-        "Drop everything written so far; the target is left as it was and no temporary stays beside it."
+        "Drop everything written so far; the target is left as it was, and nothing stays beside it (no temporary, no new folder)."
         if self.closed: return
         self.closed = True
         self._drop()
+        for d in self._made_dirs:
+            try: d.rmdir()
+            except OSError: break  # not empty: someone else wrote there meanwhile
     def __enter__(self): return self
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None: self.close()
@@ -77,6 +84,7 @@ class VideoWriter(AtomicWriter):
         self.path, self.fps, self.codec, self.pix_fmt = Path(path), fps, codec, pix_fmt
         self.options = {k: str(v) for k, v in (options or {}).items()}
         self.num_frames, self.closed, self._stream, self._error = 0, False, None, None
+        self._make_parent(self.path)
         self._atomic = atomic_path(self.path, suffix=self.path.suffix)
         self._tmp = self._atomic.__enter__()
         fmt = {'mkv': 'matroska'}.get(self.path.suffix.lower().lstrip('.'), self.path.suffix.lower().lstrip('.') or None)
