@@ -1,0 +1,170 @@
+"""Training loop: exact resume after SIGKILL (between snapshots and during a snapshot write), bad-input errors, the CLI."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylegan_v.checkpoints import read_checkpoint
+from stylegan_v.data.synthetic import default_synthetic_dataset
+from stylegan_v.distributed import DistEnv
+from stylegan_v.train import (TrainPlan, Trainer, TrainingDiverged, cli_main, find_snapshots, run_training,
+                              snapshot_name, tiny_model_kwargs)
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 8          # steps of run A; one tick per step, snapshots every 3 ticks (ticks 0, 3, 6 and the end)
+FRAMES_PER_STEP = 4 * 3
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    return default_synthetic_dataset(8, 16, 16, root=tmp_path_factory.mktemp('data'))
+
+
+def tiny_plan(data, **kw) -> TrainPlan:
+    G, D = tiny_model_kwargs(16, 16)
+    base = dict(data=str(data), G_kwargs=G, D_kwargs=D, batch=4, num_workers=0, r1_gamma=1.0, dtype='fp32',
+                D_reg_interval=2, ada_interval=3, ada_kimg=1, kimg=STEPS * FRAMES_PER_STEP / 1000,
+                kimg_per_tick=FRAMES_PER_STEP / 1000, snap=3, grid_videos=2, grid_frames=3, progress=False, keep_last=0)
+    return TrainPlan(**{**base, **kw})
+
+
+CHILD = textwrap.dedent('''
+    import json, os, sys, time, torch
+    torch.set_num_threads(1)
+    from pathlib import Path
+    from stylegan_v.train import TrainPlan, run_training
+    plan = TrainPlan.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+    if len(sys.argv) > 3:   # hang half-way through writing snapshot number argv[3] (then the test kills us)
+        import stylegan_v.checkpoints as ck
+        from stylegan_v.core import atomic_path
+        real, calls, marker = ck.atomic_write_bytes, [0], sys.argv[4]
+        def half_then_hang(path, data):
+            calls[0] += 1
+            if calls[0] < int(sys.argv[3]): return real(path, data)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(data[: len(data) // 2])
+                Path(marker).write_text(str(tmp))
+                time.sleep(600)
+        ck.atomic_write_bytes = half_then_hang
+    run_training(plan, sys.argv[2], resume='latest', log=lambda *a: None)
+''')
+
+
+def child_env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', HF_HUB_OFFLINE='1',
+               TORCH_EXTENSIONS_DIR=os.environ.get('TORCH_EXTENSIONS_DIR', str(REPO / '.torch_extensions')))
+    for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'): env.pop(k, None)
+    return env
+
+
+def start_child(tmp_path, plan, run_dir, *hang):
+    plan_file = tmp_path / f'plan-{run_dir.name}.json'
+    plan_file.write_text(json.dumps(plan.to_dict()))
+    script = tmp_path / 'child.py'
+    script.write_text(CHILD)
+    return subprocess.Popen([sys.executable, str(script), str(plan_file), str(run_dir), *map(str, hang)], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=240):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+
+
+def wait_for(cond, proc, timeout=180):
+    t0 = time.time()
+    while not cond():
+        if proc.poll() is not None: raise AssertionError(f"child exited early ({proc.returncode}): {proc.stdout.read()[-3000:]}")
+        if time.time() - t0 > timeout: raise AssertionError('timed out waiting for the child')
+        time.sleep(0.02)
+
+
+def stats_ticks(run_dir):
+    path = run_dir / 'stats.jsonl'
+    return [json.loads(l)['tick'] for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def assert_same_state(snap_a, snap_b):
+    (cfg_a, ta), (cfg_b, tb) = read_checkpoint(snap_a), read_checkpoint(snap_b)
+    assert sorted(ta) == sorted(tb)
+    assert cfg_a['metadata']['counters'] == cfg_b['metadata']['counters']
+    differing = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:5]}"
+    assert any(k.startswith('training./G_opt/state') for k in ta) and any(k.startswith('G_ema.') for k in ta)
+
+
+@pytest.fixture(scope='module')
+def run_a(tmp_path_factory, data16):
+    "The uninterrupted reference run (in a child process, like the interrupted ones)."
+    tmp = tmp_path_factory.mktemp('a')
+    finish(start_child(tmp, tiny_plan(data16), tmp / 'run'))
+    return tmp / 'run'
+
+
+def test_sigkill_between_snapshots_resumes_bit_exact(tmp_path, data16, run_a):
+    run_b = tmp_path / 'run'
+    proc = start_child(tmp_path, tiny_plan(data16), run_b)
+    wait_for(lambda: 4 in stats_ticks(run_b), proc)          # past the tick-3 snapshot, before the tick-6 one
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert stats_ticks(run_b)[-1] < STEPS - 1, 'the child finished before it was killed'
+    finish(start_child(tmp_path, tiny_plan(data16), run_b))  # resume=latest
+    assert stats_ticks(run_b) == list(range(STEPS))          # the log reads as one run: lines after the snapshot dropped
+    assert_same_state(find_snapshots(run_a)[-1], find_snapshots(run_b)[-1])
+    assert [p.name for p in find_snapshots(run_a)] == [p.name for p in find_snapshots(run_b)]
+
+
+def test_sigkill_during_snapshot_write(tmp_path, data16, run_a):
+    run_c, marker = tmp_path / 'run', tmp_path / 'hanging'
+    proc = start_child(tmp_path, tiny_plan(data16), run_c, 2, marker)   # the 2nd snapshot write hangs half-way
+    wait_for(marker.exists, proc)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    partial = Path(marker.read_text())
+    assert partial.exists() and partial.name.endswith('.partial')
+    snaps = find_snapshots(run_c)
+    assert [p.name for p in snaps] == [snapshot_name(FRAMES_PER_STEP)]       # only the complete tick-0 snapshot
+    read_checkpoint(snaps[0])                                                # and it loads
+    finish(start_child(tmp_path, tiny_plan(data16), run_c))
+    assert not partial.exists()
+    assert_same_state(find_snapshots(run_a)[-1], find_snapshots(run_c)[-1])
+
+
+def test_resume_refuses_changed_settings(tmp_path, data16, run_a):
+    with pytest.raises(Exception, match='differ in G_lr, r1_gamma'):
+        run_training(tiny_plan(data16, G_lr=0.01, r1_gamma=2.0), run_a, resume='latest')
+    with pytest.raises(FileExistsError, match='resume=latest'):
+        run_training(tiny_plan(data16), run_a)
+
+
+def test_bad_inputs(tmp_path, data16):
+    with pytest.raises(Exception, match=r'16x16 frames but the model is configured for resolution 32'):
+        G, D = tiny_model_kwargs(32, 16)
+        Trainer(tiny_plan(data16, G_kwargs=G, D_kwargs=D))
+    with pytest.raises(Exception, match='batch=4 videos cannot be split over 3 processes'):
+        Trainer(tiny_plan(data16), DistEnv(rank=0, world_size=3))
+
+
+def test_non_finite_loss_stops_and_names_the_phase(tmp_path, data16):
+    plan = tiny_plan(data16, D_lr=1e30, D_reg_interval=None, kimg=4 * FRAMES_PER_STEP / 1000)  # step 0 fine, then D blows up
+    with pytest.raises(TrainingDiverged, match=r'phase Gmain produced a non-finite loss \(G/loss\) at step 1 .*last good snapshot is .*000000\.012'):
+        run_training(plan, tmp_path / 'run', log=lambda *a: None)
+
+
+def test_cli_errors(tmp_path, data16, capsys):
+    common = ['--data', str(data16), '--outdir', str(tmp_path / 'run')]
+    assert cli_main(common + ['train.batchsize=3']) == 2
+    assert "unknown field 'train.batchsize'" in capsys.readouterr().err
+    assert cli_main(common + ['data.resolution=32', 'train.num_workers=0']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '16x16 frames but the model is configured for resolution 32' in err
+    assert cli_main(['--data', str(tmp_path / 'nope'), '--outdir', str(tmp_path / 'r')]) == 2
+    assert 'no such file or folder' in capsys.readouterr().err
+    assert cli_main(common + ['loop.dtype=fp8']) == 2
+    assert "'fp32', 'fp16', 'bf16'" in capsys.readouterr().err
