@@ -11,9 +11,11 @@ fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "[setup_browser] installing Debian's chromium (apt-get, a minute or two)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends chromium >/dev/null
-  echo "[setup_browser] chromium installed: $(command -v chromium)"
+  if apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+    echo "[setup_browser] chromium installed: $(command -v chromium)"
+  else  # not fatal here: the browser test then skips (and fails under CI=true), the rest of the suite still runs
+    echo "[setup_browser] apt-get could not install chromium; the browser test will be skipped (a failure under CI=true)"
+  fi
 else
   echo "[setup_browser] chromium not found; the browser test will be skipped. To enable it: sudo apt-get install chromium (or run tools/setup_browser.sh as root)"
 fi
