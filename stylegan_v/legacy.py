@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .core import download
+from .networks.registry import build_network
 
 # %% auto #0
 __all__ = ['PersistentRecord', 'Stub', 'ModuleStub', 'OptimizerStub', 'OmegaConfStub', 'allowed_global', 'SafeUnpickler',
@@ -217,7 +218,7 @@ _RECORD_CLASSES = {('networks', 'Generator'): 'Generator', ('networks', 'Discrim
                    ('mocogan', 'Discriminator'): 'MoCoGANDiscriminator'}
 
 def record_class_name(record: PersistentRecord) -> str:
-    "The registry name (`stylegan_v.checkpoints.NETWORK_CLASSES`) of our class that corresponds to `record`."
+    "The registry name (`stylegan_v.networks.registry.NETWORK_CLASSES`) of our class that corresponds to `record`."
     key = (record.source_module, record.class_name)
     if key not in _RECORD_CLASSES:
         raise ValueError(f"{record!r}: no network of this workbench corresponds to the original's "
@@ -235,7 +236,6 @@ def network_ctor_kwargs(record: PersistentRecord) -> dict:
 
 def rebuild_network(record: PersistentRecord, device: str | torch.device = 'cpu') -> torch.nn.Module:
     "Our network built from `record`'s constructor kwargs, with `record`'s weights loaded strictly, in eval mode."
-    from stylegan_v.checkpoints import build_network
     name = record_class_name(record)
     net = build_network(name, network_ctor_kwargs(record))
     state = record_state_dict(record)

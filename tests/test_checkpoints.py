@@ -60,7 +60,7 @@ def test_convert_original_pickle(tmp_path, parity_dir, snapshot, inputs_a, capsy
     assert torch.equal(_frames(load(parity_dir / 'config_a' / 'fixture.pkl'), inputs_a), _frames(G, inputs_a))
     # the whole CLI path, and refusal to overwrite
     from stylegan_v.cli import main
-    assert main(['convert', str(parity_dir / 'config_a' / 'fixture.pkl'), str(out)]) == 1
+    assert main(['convert', str(parity_dir / 'config_a' / 'fixture.pkl'), str(out)]) == 2
     assert 'pass --force' in capsys.readouterr().err
     assert main(['convert', str(parity_dir / 'config_a' / 'fixture.pkl'), str(out), '--force', '--networks', 'G_ema']) == 0
     assert set(load_checkpoint(out)) == {'G_ema', 'metadata'}
@@ -70,7 +70,7 @@ def test_convert_refuses_malicious_pickle(tmp_path, capsys):
     marker = tmp_path / 'marker'
     src = tmp_path / 'evil.pkl'
     src.write_bytes(b'\x80\x02cos\nsystem\n(V' + f'touch {marker}'.encode() + b'\ntR.')
-    assert cli_convert([str(src), str(tmp_path / 'out.safetensors')]) == 1
+    assert cli_convert([str(src), str(tmp_path / 'out.safetensors')]) == 2
     assert 'os.system' in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / 'out.safetensors').exists()
 
