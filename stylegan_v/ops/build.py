@@ -12,13 +12,16 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import threading
 import warnings
+import contextlib
+import importlib.util
 from pathlib import Path
 
 import torch
 
-import stylegan_v
 from ..core import cache_dir
 
 # %% auto #0
@@ -32,7 +35,8 @@ HEADERS = ('bias_act.h',)  # shared by the CPU and CUDA sources
 
 def package_dir() -> Path:
     "The folder of the installed or checked-out `stylegan_v` package."
-    return Path(stylegan_v.__file__).resolve().parent
+    # found without importing the package root (this module sits below it); in a notebook there is no __file__
+    return Path(importlib.util.find_spec('stylegan_v').origin).resolve().parent
 
 def kernels_dir() -> Path:
     "Folder with the kernel sources: `<package>/kernels` (installed package), else `<package>/../kernels` (repo checkout)."
@@ -63,8 +67,8 @@ def _cpu_info() -> str:
     return info
 
 def build_tag(kind: str) -> str:
-    "Short digest naming the `kind` ('cpu'/'cuda') build: kernel sources + headers (+ the CPU's features for 'cpu')."
-    h = hashlib.sha256(_cpu_info().encode() if kind == 'cpu' else b'cuda')
+    "Short digest naming the `kind` ('cpu'/'cuda') build: kernel sources + headers + torch version (+ the CPU's features for 'cpu')."
+    h = hashlib.sha256((_cpu_info() if kind == 'cpu' else 'cuda').encode() + torch.__version__.encode())
     for name in (CPU_SOURCES if kind == 'cpu' else CUDA_SOURCES) + HEADERS: h.update((kernels_dir() / name).read_bytes())
     return h.hexdigest()[:10]
 
@@ -134,10 +138,26 @@ def _build(kind: str, verbose: bool = False):
             os.environ['TORCH_CUDA_ARCH_LIST'] = '8.0;9.0'
         kw = dict(extra_cflags=['-O3'], extra_cuda_cflags=['-O3', '--use_fast_math'], with_cuda=True)
     build_dir = extensions_dir() / name
+    library = build_dir / f'{name}.so'
+    if library.is_file():  # built before: the name already encodes what went in, so load it without asking ninja
+        try:
+            torch.ops.load_library(str(library))
+            return build_dir
+        except OSError: pass  # a half-written library (another process still linking): build, which waits on its lock
     build_dir.mkdir(parents=True, exist_ok=True)
-    cpp_extension.load(name=name, sources=[str(s) for s in sources], build_directory=str(build_dir),
-                       is_python_module=False, verbose=verbose, **kw)
+    print(f"compiling native {kind.upper()} kernels (one time, ~{30 if kind == 'cpu' else 70} s)…", file=sys.stderr, flush=True)
+    with _ninja_beside_python():
+        cpp_extension.load(name=name, sources=[str(s) for s in sources], build_directory=str(build_dir),
+                           is_python_module=False, verbose=verbose, **kw)
     return build_dir
+
+@contextlib.contextmanager
+def _ninja_beside_python():
+    "Build with the `ninja` installed next to this Python (the venv's), whichever `ninja` comes first on PATH."
+    here, old = str(Path(sys.executable).parent), os.environ.get('PATH', '')
+    if (Path(here) / 'ninja').is_file(): os.environ['PATH'] = here + os.pathsep + old
+    try: yield
+    finally: os.environ['PATH'] = old
 
 def load_extension(kind: str = 'cpu', warn: bool = True, verbose: bool = False) -> bool:
     "Build/load the native `kind` ('cpu' or 'cuda') extension once per process; `False` (plus one warning) if impossible."
