@@ -1,4 +1,5 @@
 """The widget explorer, headless: widget values set and buttons clicked from Python, the rendered image checked."""
+import json
 import threading
 import time
 
@@ -131,22 +132,25 @@ def test_grid_rows_share_motion_columns_share_content(ex, G):
     ex.t.value = 1.5
     ex.grid.value = 2
     img = shown(ex)
-    assert img.shape == (2 * 32 + 2, 2 * 32 + 2, 3)
+    assert img.shape == (2 * 32, 2 * 32, 3)
     for i in range(2):
         for j in range(2):
-            assert close_to(img[i * 34:i * 34 + 32, j * 34:j * 34 + 32], cell(G, 3 + j, 3 + i, 1.5)), (i, j)
+            assert close_to(img[i * 32:i * 32 + 32, j * 32:j * 32 + 32], cell(G, 3 + j, 3 + i, 1.5)), (i, j)
 
 
 def test_export_writes_a_decodable_mp4_of_the_view(ex, G):
     ex.t.value, ex.grid.value, ex.slowmo.value, ex.export_frames.value, ex.fps.value = 2.0, 2, 2, 7, 10
     ex.export_button.click()
     path = ex.wait_export()
-    assert path.suffix == '.mp4' and path.parent == ex.outdir
+    assert path.suffix == '.mp4' and path.parent.parent == ex.outdir
+    sidecar = json.loads((path.parent / 'grid.json').read_text())    # written by stylegan_v.generate
+    assert (sidecar['content_seeds'], sidecar['motion_seeds']) == ([0, 1, 0, 1], [0, 0, 1, 1])
+    assert (sidecar['time_offset'], sidecar['slowmo'], sidecar['num_frames']) == (2.0, 2.0, 7)
     with av.open(str(path)) as f:
         stream = f.streams.video[0]
         assert float(stream.average_rate) == 10
         frames = [fr.to_ndarray(format='rgb24') for fr in f.decode(video=0)]
-    assert len(frames) == 7 and frames[0].shape == (66, 66, 3)
+    assert len(frames) == 7 and frames[0].shape == (64, 64, 3)
     # frame k is t = 2 + k/2 (lossy codec: compare loosely against the exact render)
     for k in (0, 5):
         ref = cell(G, 0, 0, 2.0 + k / 2).astype(float)
