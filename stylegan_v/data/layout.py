@@ -165,6 +165,7 @@ def video_labels(text: str | bytes, video_names: typing.Sequence[str], root: str
     if missing: raise DatasetError(f"{where} has no label for {len(missing)} video(s): {missing[:5]}")
     return {v: per_video[v] for v in video_names}
 
+# %% ../../nbs/03a_data.layout.ipynb #6c88af41
 def parse_labels(text: str | bytes, video_names: typing.Sequence[str], root: str = '', where: str = 'dataset.json') -> np.ndarray | None:
     "Per-video labels from `dataset.json` text: int64 `[N]` class ids, float32 `[N, D]` vectors, or `None` (`labels: null`)."
     labels = video_labels(text, video_names, root, where)

@@ -101,6 +101,7 @@ def _map_tasks(fn, tasks, num_workers):
     with multiprocessing.get_context('spawn' if sys.platform != 'linux' else 'fork').Pool(num_workers) as pool:
         yield from pool.imap(fn, tasks)
 
+# %% ../../nbs/03e_data.prepare.ipynb #d9edaad5
 def list_videos(source_dir, exts: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
     "Video files directly inside `source_dir` whose extension is in `exts` (case-insensitive), sorted."
     source_dir = Path(source_dir)
@@ -124,6 +125,7 @@ def _write_broken(target, broken: dict):
         print(f"{len(broken)} input(s) could not be converted (listed in {report}):", file=sys.stderr)
         for path, err in broken.items(): print(f"  {path}: {err}", file=sys.stderr)
 
+# %% ../../nbs/03e_data.prepare.ipynb #6e8eb8ad
 def _convert_all(convert, tasks, names, target, *, ext, quality, overwrite, num_workers, progress,
                  broken: dict, what: str, allow_broken: bool = True) -> dict:
     "Run `convert` over `tasks` (in `num_workers` processes), write each clip under its name, list failures in `broken`."
@@ -159,6 +161,7 @@ def _probe_all(files: list[Path], allow_broken: bool, what: str) -> dict:
                            f"Remove them or pass --allow-broken (allow_broken=True) to convert the others")
     return broken
 
+# %% ../../nbs/03e_data.prepare.ipynb #bce29481
 def videos_to_dataset(source_dir, target, *, target_size: int = 128, fps: float | None = None,
                       video_exts: Sequence[str] = VIDEO_EXTENSIONS, num_workers: int = 0, ext: str = 'jpg',
                       quality: int = 95, overwrite: bool = False, progress: bool = True, allow_broken: bool = True) -> dict:
@@ -366,6 +369,7 @@ def _video_parsers(sub):
     _broken_args(p)
     _output_args(p)
 
+# %% ../../nbs/03e_data.prepare.ipynb #05a3fda2
 def _dataset_parsers(sub):
     p = _subparser(sub, 'crop', 'temporal crop / resize of a frame dataset',
                    'Drop the first --slice_n_left_frames frames of every video, keep at most --max_num_frames (the rest '
@@ -402,6 +406,8 @@ def _dataset_parsers(sub):
     _output_args(p)
     p.set_defaults(ext='png')
 
+_MODES = ('video', 'videos', 'crop', 'faces', 'static', 'synthetic')
+
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser('prepare', 'Build StyleGAN-V datasets: frame folders in a directory or a .zip.')
     sub = parser.add_subparsers(dest='mode', required=True, metavar='MODE')
@@ -411,8 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 # %% ../../nbs/03e_data.prepare.ipynb #c067fe9d
-_MODES = ('video', 'videos', 'crop', 'faces', 'static', 'synthetic')
-
 def _run(args) -> int:
     out = getattr(args, 'outdir', None)
     common = dict(overwrite=args.force)

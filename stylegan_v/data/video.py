@@ -67,6 +67,7 @@ class AtomicWriter:
         else: self.abort()
         return False
 
+# %% ../../nbs/03_data.video.ipynb #ad68ea96
 _EVEN_FORMATS = ('yuv420p', 'yuvj420p', 'nv12', 'yuv422p')
 
 def _check_frames(frames) -> np.ndarray:
@@ -77,6 +78,7 @@ def _check_frames(frames) -> np.ndarray:
         raise ValueError(f"frames must be uint8 [H, W, 3] or [T, H, W, 3] (RGB), got {frames.dtype} {tuple(frames.shape)}")
     return frames
 
+# %% ../../nbs/03_data.video.ipynb #c48abad1
 class VideoWriter(AtomicWriter):
     "Encode frames into a video file one at a time or in chunks; the file appears under `path` only when `close()` succeeds."
     def __init__(self, path: str | os.PathLike, fps: float = 25, codec: str = 'libx264', pix_fmt: str = 'yuv420p',
@@ -187,6 +189,7 @@ class VideoInfo(typing.NamedTuple):
     width: int
     fps: float
 
+# %% ../../nbs/03_data.video.ipynb #9e5a05a3
 def _describe(source, where) -> str:
     return where if where is not None else str(source) if isinstance(source, (str, os.PathLike)) else '<video bytes>'
 
@@ -293,6 +296,7 @@ def _pts_index(pts: np.ndarray):
         return i if i < len(pts) and pts[i] == frame.pts else None
     return index_of
 
+# %% ../../nbs/03_data.video.ipynb #d76645d6
 def read_video_frames(source: str | os.PathLike | bytes, indices: typing.Sequence[int], pts: np.ndarray | None = None,
                       seek: bool = True, where: str | None = None) -> list[np.ndarray]:
     "Frames `indices` (any order, repeats allowed) as uint8 `[H, W, 3]`; seeks near the first one when `pts` (sorted frame timestamps) is given."
