@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan_v.data.layout import decode_frame
+from stylegan_v.data.layout import encode_frame
 from stylegan_v.data.video import to_uint8
 from stylegan_v.explore import (DEMO_CHECKPOINT, Explorer, View, builtin_generator, explore, find_demo_checkpoint,
                                 load_generator, measure_latency)
@@ -29,7 +29,10 @@ def ex(G, tmp_path):
 
 
 def shown(ex) -> np.ndarray:
-    return decode_frame(ex.wait().image.value)
+    "The frame on screen (exact; the image widget holds it as JPEG)."
+    frame = ex.wait().shown_frame
+    assert ex.image.value == encode_frame(frame, 'jpg', quality=90)
+    return frame
 
 
 def cell(G, content_seed, motion_seed, t, psi=1.0) -> np.ndarray:
@@ -183,7 +186,7 @@ def test_explore_loads_checkpoints_and_finds_the_demos(G, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path / 'nbs')
     assert find_demo_checkpoint() == ckpt
     e = explore(length=4, prefetch=0, background=False)        # the demo's checkpoint, found from nbs/
-    assert e.source == str(ckpt) and close_to(decode_frame(e.image.value), cell(G, 0, 0, 0.0))
+    assert e.source == str(ckpt) and close_to(shown(e), cell(G, 0, 0, 0.0))
     e.close()
     monkeypatch.chdir(tmp_path / 'nbs')
     ckpt.unlink()
