@@ -1,5 +1,6 @@
 """The widget explorer, headless: widget values set and buttons clicked from Python, the rendered image checked."""
 import json
+import os
 import threading
 import time
 
@@ -206,3 +207,30 @@ def test_measure_latency_reports_each_step(ex):
 def test_view_checks_its_grid():
     with pytest.raises(ValueError, match='grid: expected N >= 1'):
         View(0, 0, grid=0)
+
+
+def test_explore_an_original_pickle(shared_dir):
+    pkl = shared_dir / 'parity' / 'config_a' / 'fixture.pkl'
+    if not pkl.is_file():
+        if os.environ.get('CI', '').lower() == 'true': pytest.fail(f"{pkl} is missing")
+        pytest.skip(f"{pkl} is missing (the original-pickle fixture)")
+    e = explore(pkl, length=8, prefetch=0, background=False)
+    res = e.G.img_resolution
+    first = shown(e)
+    e.new_motion.click()
+    assert e.source == str(pkl) and first.shape == (res, res, 3) and not np.array_equal(shown(e), first)
+    e.close()
+
+
+def test_conditional_generator_gets_a_class_control():
+    from stylegan_v.demo import small_model_kwargs
+    from stylegan_v.networks.generator import Generator
+    torch.manual_seed(0)
+    kwargs = small_model_kwargs(32)[0]
+    Gc = Generator(**dict(kwargs, c_dim=3)).eval()
+    e = Explorer(Gc, length=8, prefetch=0, background=False)
+    assert e.label in e.app.children[0].children and e.label.max == 2
+    first = shown(e)
+    e.label.value = 2
+    assert e.view().label == 2 and not np.array_equal(shown(e), first)
+    e.close()
