@@ -1,0 +1,95 @@
+"""Distributed training on the CPU with gloo: 2 processes = 1 process accumulating the same per-rank batches; resume on
+2 processes; two torchrun 'nodes' on 127.0.0.1 form one job and take the same steps."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stylegan_v.checkpoints import read_checkpoint
+from stylegan_v.data.synthetic import default_synthetic_dataset
+from stylegan_v.distributed import env_ranks, free_port, spawn
+from stylegan_v.train import (TrainPlan, demo_train_config, find_snapshots, plan_from_run_config, run_training,
+                              tiny_model_kwargs)
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMES_PER_STEP = 4 * 3
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    return default_synthetic_dataset(8, 16, 16, root=tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')   # spawned ranks inherit it: two ranks share the 2 cores
+    for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'): monkeypatch.delenv(k, raising=False)
+
+
+def tiny_plan(data, steps, **kw) -> TrainPlan:
+    G, D = tiny_model_kwargs(16, 16)
+    base = dict(data=str(data), G_kwargs=G, D_kwargs=D, batch=4, batch_gpu=2, num_workers=0, r1_gamma=1.0, dtype='fp32',
+                D_reg_interval=2, ada_interval=1, ada_kimg=0.5, kimg=steps * FRAMES_PER_STEP / 1000,
+                kimg_per_tick=FRAMES_PER_STEP / 1000, snap=2, grid_videos=2, grid_frames=2, progress=False, keep_last=0,
+                device='cpu')
+    return TrainPlan(**{**base, **kw})
+
+
+def final_state(run_dir):
+    config, tensors = read_checkpoint(find_snapshots(run_dir)[-1])
+    return config['metadata']['counters'], tensors
+
+
+def compare(a, b, exact: bool, skip=()):
+    (ca, ta), (cb, tb) = a, b
+    assert ca == cb and sorted(ta) == sorted(tb)
+    worst = max(((x.double() - tb[k].double()).abs().max().item(), k) for k, x in ta.items() if x.numel() and not k.endswith(skip))
+    if exact: assert worst[0] == 0, f"not bit-exact: {worst}"
+    else: assert worst[0] < 1e-4, f"max abs difference {worst[0]:.3g} in {worst[1]}"
+    return worst[0]
+
+
+def test_env_ranks_single_process():
+    assert env_ranks({}) == (0, 1, 0)
+
+
+def test_two_processes_equal_one_process_accumulating(tmp_path, data16):
+    plan = tiny_plan(data16, steps=3)
+    run_training(plan, tmp_path / 'one', log=lambda *a: None)                # 1 process, 2 rounds of 2 videos
+    summaries = spawn(run_training, 2, plan, str(tmp_path / 'two'), device='cpu')  # 2 processes, 1 round of 2 videos each
+    assert summaries[0]['steps'] == 3 and summaries[1]['last_snapshot'] is None   # only rank 0 writes
+    # w_avg (truncation centre) is tracked per process from its own z, as in the original: 1 process tracks both rounds
+    diff = compare(final_state(tmp_path / 'one'), final_state(tmp_path / 'two'), exact=False, skip=('w_avg',))
+    print(f"max |1 process - 2 processes| after 3 steps: {diff:.2e}")
+
+
+def test_resume_on_two_processes(tmp_path, data16):
+    spawn(run_training, 2, tiny_plan(data16, steps=4), str(tmp_path / 'straight'), device='cpu')
+    spawn(run_training, 2, tiny_plan(data16, steps=2), str(tmp_path / 'resumed'), device='cpu')
+    spawn(run_training, 2, tiny_plan(data16, steps=4), str(tmp_path / 'resumed'), 'latest', device='cpu')
+    compare(final_state(tmp_path / 'straight'), final_state(tmp_path / 'resumed'), exact=True)
+
+
+@pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1', reason='slow (~1-2 min, 4 processes): set STYLEGAN_V_SLOW=1')
+def test_two_torchrun_nodes_form_one_job(tmp_path, data16):
+    rc, loop = demo_train_config(data16, resolution=16, kimg=2 * FRAMES_PER_STEP / 1000, channels=16)
+    overrides = ['train.batch_size=4', 'train.batch_gpu=2', 'train.snap=2', 'data.max_num_frames=16']
+    rc = rc.override(overrides)
+    loop = loop.override(['kimg_per_tick=0.012', 'grid_videos=2', 'grid_frames=2', 'progress=false', 'device=cpu'])
+    (tmp_path / 'run.yaml').write_text(yaml.safe_dump(rc.to_dict()))
+    spawn(run_training, 2, plan_from_run_config(rc, loop, 2), str(tmp_path / 'spawned'), device='cpu')
+    port = free_port()
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc_per_node', '1',
+                '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', '--max-restarts', '0']
+    train = ['-m', 'stylegan_v.train', '--config', str(tmp_path / 'run.yaml'), '--outdir', str(tmp_path / 'nodes'),
+             *[f'loop.{k}={v}' for k, v in loop.to_dict().items() if k in ('kimg', 'kimg_per_tick', 'grid_videos', 'grid_frames', 'progress', 'device')]]
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=os.environ.get('TORCH_EXTENSIONS_DIR', str(REPO / '.torch_extensions')))
+    nodes = [subprocess.Popen(torchrun + ['--node_rank', str(r)] + train, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert all(n.returncode == 0 for n in nodes), '\n----\n'.join(o[-2000:] for o in outs)
+    compare(final_state(tmp_path / 'spawned'), final_state(tmp_path / 'nodes'), exact=False, skip=('w_avg',))
