@@ -71,7 +71,17 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @pytest.fixture
-def lab(tmp_path):
+def chromium() -> str:
+    "Debian's chromium (and Playwright to drive it), checked before any server starts."
+    path = shutil.which('chromium')
+    if path is None: _missing("Debian's chromium is not installed")
+    try: import playwright.sync_api  # noqa: F401
+    except ImportError: _missing("playwright is not installed (pip install playwright; never `playwright install`)")
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path, chromium):
     "A JupyterLab server on a free loopback port, no token, serving a copy of the explorer notebook; stopped by PID."
     root = tmp_path / 'lab'; root.mkdir()
     nb = _small_notebook(root)
@@ -113,11 +123,8 @@ def _changed(a: bytes, b: bytes) -> bool:
     return pa.shape != pb.shape or np.abs(pa - pb).mean() > 1.0
 
 
-def test_explorer_in_jupyterlab(lab):
-    chromium = shutil.which('chromium')
-    if chromium is None: _missing("Debian's chromium is not installed")
-    try: from playwright.sync_api import sync_playwright
-    except ImportError: _missing("playwright is not installed (pip install playwright; never `playwright install`)")
+def test_explorer_in_jupyterlab(chromium, lab):
+    from playwright.sync_api import sync_playwright
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob('*.png'): old.unlink()
     (ARTIFACTS.parent / '.gitignore').write_text('*\n')
