@@ -1,7 +1,7 @@
 """The explorer in a real browser: JupyterLab on a loopback port, Debian's headless Chromium driven by Playwright.
 
 Runs the start of nbs/10_explorer.ipynb (up to the cell that opens the explorer) in a temporary folder, moves the time
-slider, clicks "new motion", and checks that the displayed frame changed by comparing screenshots of the image widget.
+slider, clicks "new motion" and play, and checks that the displayed frame changed by comparing screenshots of the image widget.
 Screenshots are kept under tests/artifacts/browser/ (a folder that ignores itself in git).
 Needs `chromium` on PATH (tools/setup_browser.sh installs it as root); skipped without it, failed under CI=true.
 """
@@ -171,7 +171,13 @@ def test_explorer_in_jupyterlab(chromium, lab):
             assert float(readout) > 0, f"the time slider reads {readout!r} after dragging it"
 
             page.locator('button.svx-new-motion').first.click()
-            wait_change('3_new_motion', moved)
+            new_motion = wait_change('3_new_motion', moved)
+
+            buttons = page.locator('.svx-play button')       # play, pause, stop, repeat
+            buttons.nth(0).click()
+            wait_change('4_playing', new_motion)
+            buttons.nth(1).click()
+            assert float(page.locator('.svx-t .widget-readout').first.inner_text()) > float(readout), "play did not advance t"
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / 'failure_page.png'))
             raise
