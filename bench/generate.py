@@ -5,10 +5,13 @@ channel_max 512, z = w = 512, 2 mapping layers, StyleGAN-V motion/time-encoder d
 not change the cost), eval mode, CPU.
 
 1. Memory: one fresh subprocess per (resolution, length) point renders one video of that length with
-   `stylegan_v.generate.generate` (chunks of `--chunk-frames` frames streamed to an mp4 by the background encoder)
-   and reports its peak RSS (`ru_maxrss`, from `os.wait4`, so it also covers a point stopped at `--time-limit`) and
-   the RSS before rendering (model built). Ratios are against the shortest length at the same resolution. A point that
-   hits the time limit is reported with the frames it reached; its peak is then a lower bound, marked `(stopped)`.
+   `generate_videos` -> `write_videos` (what `generate` runs: chunks of `--chunk-frames` frames streamed to an mp4 by
+   the background encoder) and reports its peak RSS (`ru_maxrss`, from `os.wait4`, so it also covers a point stopped
+   at `--time-limit`), the RSS once the model is built, and the peak after the first two chunks and after half of the
+   frames it reached (flat when memory does not grow with length). Ratios are against the shortest length at the same
+   widths and resolution. A point that hits the time limit says how many frames it reached.
+   `--widths small` (synthesis channels <= 64, all else the original's) runs long videos quickly on a small CPU: it
+   exercises every part whose memory could grow with length (motion noise, trajectory windows, chunking, encoder).
 2. Throughput: frames/s of `generate` (render + uint8 + mp4 encoding in its thread) against the bare generator forward
    at the same batch (the same `render_chunk` calls, nothing written), alternated `--reps` times in one process.
 
@@ -39,18 +42,24 @@ def build_generator(resolution: int, widths: str = 'default'):
 
 
 def child_memory(resolution: int, length: int, chunk_frames: int, widths: str):
-    "Render one video of `length` frames to an mp4 (in a temp dir); print JSON lines of progress and RSS."
+    "Render one video of `length` frames to an mp4 (in a temp dir) as `generate` does; print JSON lines of progress and RSS."
     import resource
-    from stylegan_v.generate import generate
+    from stylegan_v.generate import generate_videos, open_sink, write_videos
+    maxrss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     G = build_generator(resolution, widths)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({'event': 'built', 'rss_mb': rss0}), flush=True)
+    print(json.dumps({'event': 'built', 'rss_mb': maxrss()}), flush=True)
     t0 = time.time()
+
+    def traced(chunks):  # peak RSS so far after each chunk: flat after the first chunks if memory is bounded
+        for ch in chunks:
+            yield ch
+            print(json.dumps({'event': 'chunk', 'frames': ch.start + ch.frames.shape[1], 'rss_mb': maxrss(),
+                              'seconds': time.time() - t0}), flush=True)
     with tempfile.TemporaryDirectory() as d:
-        generate(G, d, [0], length, batch_size=1, chunk_frames=chunk_frames, progress=False)
-        size = (Path(d) / 'seed000000.mp4').stat().st_size
-    print(json.dumps({'event': 'done', 'seconds': time.time() - t0, 'mp4_bytes': size,
-                      'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+        write_videos(traced(generate_videos(G, [0], length, batch_size=1, chunk_frames=chunk_frames)),
+                     lambda i: open_sink(Path(d) / 'video.mp4'), 1, length)
+        size = (Path(d) / 'video.mp4').stat().st_size
+    print(json.dumps({'event': 'done', 'seconds': time.time() - t0, 'mp4_bytes': size, 'rss_mb': maxrss()}), flush=True)
 
 
 def run_point_with_rusage(resolution, length, chunk_frames, time_limit, widths):
@@ -70,11 +79,17 @@ def run_point_with_rusage(resolution, length, chunk_frames, time_limit, widths):
         time.sleep(0.5)
     proc.returncode = os.waitstatus_to_exitcode(status)
     out_f.seek(0); text = out_f.read()
-    events = {e['event']: e for e in (json.loads(l) for l in text.splitlines() if l.startswith('{'))}
+    lines = [json.loads(l) for l in text.splitlines() if l.startswith('{')]
+    events = {e['event']: e for e in lines}
+    trace = [e for e in lines if e['event'] == 'chunk']
     rec = {'widths': widths, 'resolution': resolution, 'length': length, 'seconds': round(time.time() - t0, 1), 'stopped': stopped,
            'peak_rss_mb': round(usage.ru_maxrss / 1024, 1),
            'model_rss_mb': round(events['built']['rss_mb'], 1) if 'built' in events else None}
-    if 'done' in events: rec['fps'] = round(length / events['done']['seconds'], 2)
+    rec['frames_done'] = trace[-1]['frames'] if trace else 0
+    if trace: rec['fps'] = round(trace[-1]['frames'] / trace[-1]['seconds'], 2)
+    # peak RSS after the first two chunks, and after half of the frames reached: equal when memory does not grow
+    rec['rss_after_2_chunks_mb'] = round(trace[min(1, len(trace) - 1)]['rss_mb'], 1) if trace else None
+    rec['rss_at_half_mb'] = round(trace[len(trace) // 2]['rss_mb'], 1) if trace else None
     if not stopped and proc.returncode != 0: rec['error'] = text.strip().splitlines()[-1]
     return rec
 
@@ -130,7 +145,8 @@ def main():
     results = {'memory': [], 'throughput': []}
     if not args.skip_memory:
         print(f"peak memory vs length (one fresh process per point, chunk {args.chunk_frames} frames, mp4 streamed)")
-        print(f"{'widths':>8} {'res':>5} {'frames':>7} {'peak RSS MB':>12} {'model RSS MB':>13} {'x shortest':>11} {'frames/s':>9}  note")
+        print(f"{'widths':>8} {'res':>5} {'frames':>7} {'peak RSS MB':>12} {'model RSS MB':>13} {'after 2 chunks':>15} "
+              f"{'x shortest':>11} {'frames/s':>9}  note")
         for widths, res in [(w, int(r)) for w in args.widths.split(',') for r in args.resolutions.split(',')]:
             base = None
             for length in map(int, args.lengths.split(',')):
@@ -138,9 +154,11 @@ def main():
                 base = base or rec['peak_rss_mb']
                 rec['ratio_to_shortest'] = round(rec['peak_rss_mb'] / base, 3)
                 results['memory'].append(rec)
-                note = ('stopped at the time limit: peak so far (a lower bound)' if rec['stopped'] else rec.get('error', ''))
+                note = (f"stopped at the time limit after {rec['frames_done']} frames (peak RSS at half of them: "
+                        f"{rec['rss_at_half_mb']} MB)" if rec['stopped'] else rec.get('error', ''))
                 print(f"{widths:>8} {res:>5} {length:>7} {rec['peak_rss_mb']:>12.1f} {rec['model_rss_mb'] or float('nan'):>13.1f} "
-                      f"{rec['ratio_to_shortest']:>11.3f} {rec.get('fps', float('nan')):>9.2f}  {note}", flush=True)
+                      f"{rec['rss_after_2_chunks_mb'] or float('nan'):>15.1f} {rec['ratio_to_shortest']:>11.3f} "
+                      f"{rec.get('fps', float('nan')):>9.2f}  {note}", flush=True)
     if not args.skip_throughput:
         print(f"\nthroughput: generate (mp4 written by the background encoder) vs the bare forward, "
               f"{args.tp_batch} videos x {args.tp_frames} frames, chunks of {args.chunk_frames}, best of {args.reps}")

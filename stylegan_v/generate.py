@@ -349,7 +349,8 @@ def _check_outdir(outdir: Path, paths: list[Path], force: bool):
         more = f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
         raise FileExistsError(f"{existing[0]} already exists{more}; expected new outputs, or pass --force to overwrite")
     if outdir.exists() and not outdir.is_dir(): raise NotADirectoryError(f"--outdir {outdir}: is a file; expected a folder")
-    outdir.mkdir(parents=True, exist_ok=True)
+    try: outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise type(e)(f"--outdir {outdir}: cannot create the folder ({e.strerror or e}); expected a writable path") from None
     if not os.access(outdir, os.W_OK | os.X_OK): raise PermissionError(f"--outdir {outdir}: the folder is not writable")
 
 # %% ../nbs/05_generate.ipynb #e605f053

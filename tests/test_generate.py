@@ -248,3 +248,19 @@ def test_original_pickle_to_mp4_and_decomposition(tmp_path, shared_dir):
     rec = json.loads((tmp_path / 'decomposition.json').read_text())
     assert rec['checkpoint']['sha256'] == sha256_file(fixture)
     assert (rec['content_seeds'], rec['motion_seeds']) == ([0, 1, 0, 1], [0, 0, 1, 1])
+
+
+def test_mocogan_style_generator_streams_too():
+    "Autoregressive (LSTM) motion without the time encoder, motion in every w: the prefix path, chunked == one-shot."
+    cfg = {'z_dim': 32, 'input': {'type': 'const'}, 'sampling': {'max_num_frames': 16},
+           'motion': {'z_dim': 32, 'v_dim': 32, 'motion_z_distance': 4, 'gen_strategy': 'autoregressive', 'fourier': False},
+           'time_enc': {'dim': 16, 'max_period_len': 64, 'cond_type': 'concat_w'}}
+    torch.manual_seed(0)
+    Gm = Generator(c_dim=0, w_dim=32, img_resolution=16, img_channels=3, mapping_kwargs={'num_layers': 2},
+                   synthesis_kwargs={'channel_base': 256, 'channel_max': 32, 'num_fp16_res': 0, 'conv_clamp': None},
+                   cfg=cfg).eval().requires_grad_(False)
+    a = videos_array(Gm, [1, 2], 10, chunk_frames=4, batch_size=2)
+    assert np.array_equal(videos_array(Gm, [2], 20, chunk_frames=4, batch_size=1)[0, :10], a[1])
+    with torch.no_grad():
+        one_shot = Gm.render(Gm.sample_content(1, seed=2), Gm.sample_motion(1, seed=2), torch.arange(10.))
+    assert np.abs(to_uint8(one_shot[0], channels_last=True).astype(int) - a[1]).max() <= 1
