@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .core import Config, UsageError, seed_everything, atomic_write_bytes
+from .config import ModelConfig, SamplingConfig
 from .cliutils import command_parser, add_outdir, add_overrides, run_command
 from .data.dataset import make_training_loader, sample_fake_conditions
 from .data.prepare import encode_frame, write_video
@@ -23,7 +24,8 @@ from .networks.discriminator import Discriminator
 from . import checkpoints
 
 # %% auto #0
-__all__ = ['DemoConfig', 'small_model_kwargs', 'to_uint8_video', 'frame_strip', 'check_demo_config', 'run_demo', 'cli_main']
+__all__ = ['DEMO_MODEL', 'DemoConfig', 'small_model_kwargs', 'to_uint8_video', 'frame_strip', 'check_demo_config', 'run_demo',
+           'cli_main']
 
 # %% ../nbs/09_demo.ipynb #11515263
 @dataclasses.dataclass
@@ -41,18 +43,13 @@ class DemoConfig(Config):
     checkpoint: str | None = None  # optional: an original network-snapshot pickle or one of ours, rendered too
 
 # %% ../nbs/09_demo.ipynb #2e5c204e
+DEMO_MODEL = ModelConfig(z_dim=128, w_dim=128, fmaps=2048 / 32768, channel_max=128, fp32=True, motion_z_dim=128,
+                         motion_v_dim=128, time_enc_dim=64, time_enc_min_period_len=8, time_enc_max_period_len=256)
+
 def small_model_kwargs(resolution: int = 64, max_num_frames: int = 32) -> tuple[dict, dict]:
-    "Constructor kwargs (the original's G_ctor / D_ctor shape) of a small StyleGAN-V G and D."
-    sampling = {'num_frames_per_video': 3, 'max_num_frames': max_num_frames, 'type': 'random', 'max_dist': 32}
-    g_cfg = {'z_dim': 128, 'w_dim': 128, 'motion': {'z_dim': 128, 'v_dim': 128, 'motion_z_distance': 8},
-             'time_enc': {'dim': 64, 'min_period_len': 8, 'max_period_len': 256}, 'sampling': sampling}
-    G_kwargs = dict(c_dim=0, w_dim=128, img_resolution=resolution, img_channels=3, mapping_kwargs={'num_layers': 2},
-                    synthesis_kwargs={'channel_base': 2048, 'channel_max': 128, 'num_fp16_res': 0, 'conv_clamp': None},
-                    cfg=g_cfg)
-    D_kwargs = dict(c_dim=0, img_resolution=resolution, img_channels=3, channel_base=2048, channel_max=128,
-                    num_fp16_res=0, conv_clamp=None, block_kwargs={}, mapping_kwargs={'num_layers': 2},
-                    epilogue_kwargs={'mbstd_group_size': 4}, cfg={'sampling': sampling})
-    return G_kwargs, D_kwargs
+    "Constructor kwargs (the original's G_ctor / D_ctor shape) of the demo's small StyleGAN-V G and D (`DEMO_MODEL`)."
+    args = dict(resolution=resolution, c_dim=0, sampling=SamplingConfig(), max_num_frames=max_num_frames)
+    return DEMO_MODEL.generator_kwargs(**args), DEMO_MODEL.discriminator_kwargs(**args)
 
 # %% ../nbs/09_demo.ipynb #b894832e
 def to_uint8_video(frames: torch.Tensor) -> np.ndarray:

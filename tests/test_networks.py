@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stylegan_v.networks.discriminator import Discriminator, resolve_discriminator_cfg
-from stylegan_v.networks.generator import Generator, MotionCode
+from stylegan_v.networks.generator import Generator, MotionNoise
 from stylegan_v.networks.layers import MappingNetwork, modulated_conv2d
 from stylegan_v.networks.motion import MotionMappingNetwork, resolve_generator_cfg
 
@@ -112,7 +112,7 @@ def test_render_matches_the_original_calling_convention(G, parity_dir):
     I = torch.load(parity_dir / 'config_a' / 'inputs.pt')
     with torch.no_grad():
         frames = G(I['z'], I['c'], I['t'], motion_z=I['motion_z'])
-        video = G.render(G.sample_content(I['z']), MotionCode(2, 64, motion_z=I['motion_z']), I['t'])
+        video = G.render(G.sample_content(I['z']), MotionNoise(2, 64, motion_z=I['motion_z']), I['t'])
     assert video.shape == (2, 5, 3, 32, 32)
     assert torch.equal(video.reshape(frames.shape), frames)
 

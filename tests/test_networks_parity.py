@@ -76,10 +76,15 @@ def test_motion_encoder(set_a, impl):
     G, I, O, X = set_a['G'], set_a['inputs'], set_a['outputs'], set_a['intermediates']
     me = G.synthesis.motion_encoder
     with torch.no_grad():
-        close(me(I['c'], I['t'], I['motion_z'])['motion_v'], O['motion_v'], CODE_TOL, 'motion_v')
+        # codes agree to ~2e-6 (conv1d summation order differs between torch builds); sin(freqs*p*t + phase*scale) with
+        # t up to 300 and phase scales up to 64 amplifies that ~30x, so motion_v is held to the frames' tolerance and
+        # the time encoder alone, fed the original's codes, to CODE_TOL below
+        close(me(I['c'], I['t'], I['motion_z'])['motion_v'], O['motion_v'], FRAME_TOL, 'motion_v')
         info = me.generate_motion_u_codes(I['c'], I['t'], I['motion_z'])
         for k in ('motion_u_left', 'motion_u_right', 't_left', 't_right', 'interp_weights', 'motion_u'):
             close(info[k], X['motion.' + k], CODE_TOL, k)
+        v = me.time_encoder(I['t'], *(X['motion.' + k] for k in ('motion_u_left', 'motion_u_right', 'interp_weights', 't_left', 't_right')))
+        close(v, O['motion_v'], CODE_TOL, 'motion_v from the original codes')
         close(me.trajectory(I['motion_z']).permute(0, 2, 1), X['motion.trajs_conv_out'], CODE_TOL, 'trajs_conv_out')
 
 

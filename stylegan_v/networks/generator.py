@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import typing
+import warnings
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from ..ops import bias_act, upfirdn2d
 
 # %% auto #0
 __all__ = ['MODCONV_MODES', 'SynthesisLayer', 'ToRGBLayer', 'TemporalInput', 'GenInput', 'SynthesisBlock', 'SynthesisNetwork',
-           'Generator', 'MotionCode', 'sample_content', 'sample_motion', 'render']
+           'Generator', 'MotionNoise', 'sample_content', 'sample_motion', 'render']
 
 # %% ../../nbs/02b_networks.generator.ipynb #80d13ef9
 class SynthesisLayer(nn.Module):
@@ -234,66 +235,74 @@ class SynthesisNetwork(nn.Module):
         self.per_video_impl = 'loop'   # how the per-video path runs its convolutions (see modulated_conv2d_per_video)
         self.per_video_chunk = 16      # per-video path: run the blocks on groups of about this many frames (whole videos)
 
-    @property
-    def shares_ws_across_frames(self) -> bool:
-        "True when all frames of a video use the same ws (motion only enters through the 4×4 input)."
-        return self.motion_encoder is None or self.cond_type == 'concat_const'
+# %% ../../nbs/02b_networks.generator.ipynb #a414473f
+def _shares_ws_across_frames(self: SynthesisNetwork) -> bool:
+    "True when all frames of a video use the same ws (motion only enters through the 4×4 input)."
+    return self.motion_encoder is None or self.cond_type == 'concat_const'
 
-    def resolve_modconv(self, modconv: str | None = None, fused_modconv: bool | None = None) -> str:
-        "The modulated-conv path a forward call takes: 'fused', 'nonfused', 'per_video' or 'original' (the original's rule)."
-        if modconv is None:
-            if fused_modconv is not None: return 'fused' if fused_modconv else 'nonfused'  # the original's kwarg
-            modconv = self.modconv
-        if modconv not in MODCONV_MODES:
-            raise ValueError(f"modconv: expected one of {', '.join(map(repr, MODCONV_MODES))}, got {modconv!r}")
-        if modconv == 'auto':
-            return 'per_video' if not self.training and self.shares_ws_across_frames else 'original'
-        if modconv == 'per_video' and not self.shares_ws_across_frames:
-            raise ValueError(f"modconv='per_video' needs the same ws for all frames of a video, but cond_type "
-                             f"{self.cond_type!r} mixes the motion code into every frame's w; use 'auto', 'fused' or 'nonfused'")
-        return modconv
+def _resolve_modconv(self: SynthesisNetwork, modconv: str | None = None, fused_modconv: bool | None = None) -> str:
+    "The modulated-conv path a forward call takes: 'fused', 'nonfused', 'per_video' or 'original' (the original's rule)."
+    if modconv is None:
+        if fused_modconv is not None: return 'fused' if fused_modconv else 'nonfused'  # the original's kwarg
+        modconv = self.modconv
+    if modconv not in MODCONV_MODES:
+        raise ValueError(f"modconv: expected one of {', '.join(map(repr, MODCONV_MODES))}, got {modconv!r}")
+    if modconv == 'auto':
+        return 'per_video' if not self.training and self.shares_ws_across_frames else 'original'
+    if modconv == 'per_video' and not self.shares_ws_across_frames:
+        raise ValueError(f"modconv='per_video' needs the same ws for all frames of a video, but cond_type "
+                         f"{self.cond_type!r} mixes the motion code into every frame's w; use 'auto', 'fused' or 'nonfused'")
+    return modconv
 
-    def forward(self, ws, t=None, c=None, motion_z=None, motion_v=None, modconv: str | None = None,
-                **block_kwargs) -> torch.Tensor:
-        assert_shape(ws, [None, self.num_ws, self.w_dim], 'ws')
-        mode = self.resolve_modconv(modconv, block_kwargs.pop('fused_modconv', None))
-        assert_shape(t, ['batch', 'num_frames'], 't')
-        B, T = t.shape
-        if len(ws) != B: raise ValueError(f"ws: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(ws.shape)}")
-        if c is None: c = torch.zeros(B, 0, device=ws.device)
-        if len(c) != B: raise ValueError(f"c: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(c.shape)}")
-        if mode == 'per_video':  # one w per video: the blocks modulate their weights once per video
-            block_kwargs.update(num_frames=T, per_video_impl=self.per_video_impl)
-        else:
-            ws = ws.repeat_interleave(T, dim=0)  # content is shared by the frames of a video
-            if mode != 'original': block_kwargs['fused_modconv'] = mode == 'fused'
-        if self.motion_encoder is None:
-            motion_v = None
-        else:
-            if motion_v is None:
-                motion_v = self.motion_encoder(c, t, motion_z=motion_z)['motion_v']
-            assert_shape(motion_v, [B * T, self.motion_v_dim], 'motion_v')
-            if self.cond_type == 'concat_w':
-                ws = torch.cat([ws, motion_v.unsqueeze(1).repeat(1, self.num_ws, 1)], dim=2)
-            elif self.cond_type == 'sum_w':
-                ws = ws + motion_v.unsqueeze(1)
-        ws = ws.to(torch.float32)
-        if mode != 'per_video': return self._run_blocks(ws, motion_v, **block_kwargs)
-        # whole videos at a time: small activations, and each layer's convolution runs once per video with its weight
-        vids = max(1, self.per_video_chunk // T)
-        imgs = [self._run_blocks(ws[v:v + vids], None if motion_v is None else motion_v[v * T:(v + vids) * T], **block_kwargs)
-                for v in range(0, B, vids)]
-        return torch.cat(imgs) if len(imgs) > 1 else imgs[0]
+SynthesisNetwork.shares_ws_across_frames = property(_shares_ws_across_frames)
+SynthesisNetwork.resolve_modconv = _resolve_modconv
 
-    def _run_blocks(self, ws, motion_v, **block_kwargs) -> torch.Tensor:
-        x = img = None
-        w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f'b{res}')
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            w_idx += block.num_conv
-            x, img = block(x, img, block_ws, motion_v=motion_v if self.cond_type == 'concat_const' else None, **block_kwargs)
-        return img
+# %% ../../nbs/02b_networks.generator.ipynb #da826da5
+def _synthesis_forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None, motion_v=None, modconv: str | None = None,
+                      **block_kwargs) -> torch.Tensor:
+    "Frames [B*T, C, R, R] of videos with content `ws` [B, num_ws, w_dim] at times `t` [B, T]."
+    assert_shape(ws, [None, self.num_ws, self.w_dim], 'ws')
+    mode = self.resolve_modconv(modconv, block_kwargs.pop('fused_modconv', None))
+    assert_shape(t, ['batch', 'num_frames'], 't')
+    B, T = t.shape
+    if len(ws) != B: raise ValueError(f"ws: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(ws.shape)}")
+    if c is None: c = torch.zeros(B, 0, device=ws.device)
+    if len(c) != B: raise ValueError(f"c: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(c.shape)}")
+    if mode == 'per_video':  # one w per video: the blocks modulate their weights once per video
+        block_kwargs.update(num_frames=T, per_video_impl=self.per_video_impl)
+    else:
+        ws = ws.repeat_interleave(T, dim=0)  # content is shared by the frames of a video
+        if mode != 'original': block_kwargs['fused_modconv'] = mode == 'fused'
+    if self.motion_encoder is None:
+        motion_v = None
+    else:
+        if motion_v is None:
+            motion_v = self.motion_encoder(c, t, motion_z=motion_z)['motion_v']
+        assert_shape(motion_v, [B * T, self.motion_v_dim], 'motion_v')
+        if self.cond_type == 'concat_w':
+            ws = torch.cat([ws, motion_v.unsqueeze(1).repeat(1, self.num_ws, 1)], dim=2)
+        elif self.cond_type == 'sum_w':
+            ws = ws + motion_v.unsqueeze(1)
+    ws = ws.to(torch.float32)
+    if mode != 'per_video': return self._run_blocks(ws, motion_v, **block_kwargs)
+    # whole videos at a time: small activations, and each layer's convolution runs once per video with its weight
+    vids = max(1, self.per_video_chunk // T)
+    imgs = [self._run_blocks(ws[v:v + vids], None if motion_v is None else motion_v[v * T:(v + vids) * T], **block_kwargs)
+            for v in range(0, B, vids)]
+    return torch.cat(imgs) if len(imgs) > 1 else imgs[0]
+
+def _run_blocks(self: SynthesisNetwork, ws, motion_v, **block_kwargs) -> torch.Tensor:
+    "Run the blocks from 4×4 up; each takes its slice of `ws`."
+    x = img = None
+    w_idx = 0
+    for res in self.block_resolutions:
+        block = getattr(self, f'b{res}')
+        block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+        w_idx += block.num_conv
+        x, img = block(x, img, block_ws, motion_v=motion_v if self.cond_type == 'concat_const' else None, **block_kwargs)
+    return img
+
+SynthesisNetwork.forward, SynthesisNetwork._run_blocks = _synthesis_forward, _run_blocks
 
 # %% ../../nbs/02b_networks.generator.ipynb #b24f7716
 class Generator(nn.Module):
@@ -329,7 +338,7 @@ class Generator(nn.Module):
         return self.synthesis(ws, t=t, c=c, **synthesis_kwargs)
 
 # %% ../../nbs/02b_networks.generator.ipynb #47b74078
-class MotionCode:
+class MotionNoise:
     "A batch of reusable motions: the noise sequence `motion_z [B, L, z_dim]`, extended on demand (deterministic per seed)."
     chunk = 16
 
@@ -357,13 +366,21 @@ class MotionCode:
             self.motion_z = torch.cat([self.motion_z, extra], dim=1)
         return self.motion_z[:, :num_codes]
 
-    def __getitem__(self, idx) -> 'MotionCode':
+    def __getitem__(self, idx) -> 'MotionNoise':
         "Select videos of the batch (the selection keeps the noise drawn so far, without a seed to extend it)."
         mz = self.motion_z[idx]
         if mz.ndim == 2: mz = mz[None]
-        return MotionCode(len(mz), self.z_dim, seed=None, motion_z=mz, device=self.device)
+        return MotionNoise(len(mz), self.z_dim, seed=None, motion_z=mz, device=self.device)
 
-    def __repr__(self): return f'MotionCode(batch_size={self.batch_size}, codes={self.motion_z.shape[1]}, seed={self.seed})'
+    def __repr__(self): return f'MotionNoise(batch_size={self.batch_size}, codes={self.motion_z.shape[1]}, seed={self.seed})'
+
+def __getattr__(name: str):
+    "`MotionCode`, the old name of `MotionNoise`, still imports (with a `DeprecationWarning`)."
+    if name == 'MotionCode':
+        warnings.warn("stylegan_v.networks.generator.MotionCode was renamed MotionNoise (it holds motion noise, "
+                      "not motion codes); the old name will be removed", DeprecationWarning, stacklevel=2)
+        return MotionNoise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/02b_networks.generator.ipynb #d28b395d
 def sample_content(self: Generator, z: torch.Tensor | int, c: torch.Tensor | None = None, truncation_psi: float = 1,
@@ -378,15 +395,15 @@ def sample_content(self: Generator, z: torch.Tensor | int, c: torch.Tensor | Non
     if c is None: raise ValueError(f"c: this generator is conditional (c_dim={self.c_dim}); pass labels [B, {self.c_dim}]")
     return self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
-def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, seed: int | None = None) -> MotionCode:
-    "A `MotionCode` for `batch_size` videos, with noise drawn for times up to `t_max` (it extends itself later)."
+def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, seed: int | None = None) -> MotionNoise:
+    "A `MotionNoise` for `batch_size` videos, with noise drawn for times up to `t_max` (it extends itself later)."
     me = self.synthesis.motion_encoder
     if me is None: raise ValueError("this generator has no motion encoder (cfg.motion.v_dim == 0)")
-    m = MotionCode(batch_size, self.cfg['motion']['z_dim'], seed=seed, device=self.mapping.fc0.weight.device)
+    m = MotionNoise(batch_size, self.cfg['motion']['z_dim'], seed=seed, device=self.mapping.fc0.weight.device)
     m.noise(me.num_noise_codes(0 if t_max is None else t_max))
     return m
 
-def render(self: Generator, content: torch.Tensor, motion: MotionCode | None, t, c: torch.Tensor | None = None,
+def render(self: Generator, content: torch.Tensor, motion: MotionNoise | None, t, c: torch.Tensor | None = None,
            noise_mode: str = 'const', **synthesis_kwargs) -> torch.Tensor:
     "Frames [B, T, C, H, W] of `content` (ws) moving with `motion` at times `t` ([T] shared, or [B, T])."
     device = content.device
@@ -403,7 +420,7 @@ def render(self: Generator, content: torch.Tensor, motion: MotionCode | None, t,
     if c is None: raise ValueError(f"c: this generator is conditional (c_dim={self.c_dim}); pass labels [B, {self.c_dim}]")
     motion_z = None
     if self.synthesis.motion_encoder is not None:
-        if motion is None: raise ValueError("motion: this generator needs a MotionCode (see G.sample_motion)")
+        if motion is None: raise ValueError("motion: this generator needs a MotionNoise (see G.sample_motion)")
         motion_z = fit(motion.noise(self.synthesis.motion_encoder.num_noise_codes(t)), 'motion')
     frames = self.synthesis(content, t=t, c=fit(c, 'c'), motion_z=motion_z, noise_mode=noise_mode, **synthesis_kwargs)
     return frames.reshape(B, t.shape[1], *frames.shape[1:])

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..config import SamplingConfig
 from ..core import assert_shape
 from .layers import EqLRConv1d, FullyConnectedLayer, MappingNetwork, merge_cfg
 
@@ -27,8 +28,7 @@ GENERATOR_CFG_DEFAULTS: dict = {
                'use_fractional_t': True, 'fourier': True},
     'time_enc': {'cond_type': 'concat_const', 'dim': 256, 'min_period_len': None, 'max_period_len': 1024,
                  'phase_dropout_std': 1.0},
-    'sampling': {'num_frames_per_video': 3, 'max_num_frames': 1024, 'fps': 25, 'type': 'random',
-                 'total_dists': [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], 'max_dist': 32},
+    'sampling': SamplingConfig().network_dict(max_num_frames=1024, fps=25),  # the one definition: stylegan_v.config
 }
 
 def resolve_generator_cfg(cfg: typing.Mapping | None = None) -> dict:
