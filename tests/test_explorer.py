@@ -12,7 +12,7 @@ import torch
 from stylegan_v.data.layout import encode_frame
 from stylegan_v.data.video import to_uint8
 from stylegan_v.explore import (DEMO_CHECKPOINT, Explorer, View, builtin_generator, explore, find_demo_checkpoint,
-                                load_generator, measure_latency)
+                                pick_generator, measure_latency)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -191,10 +191,10 @@ def test_explore_loads_checkpoints_and_finds_the_demos(G, tmp_path, monkeypatch)
     e.close()
     monkeypatch.chdir(tmp_path / 'nbs')
     ckpt.unlink()
-    G2, source = load_generator()
+    G2, source = pick_generator()
     assert source.startswith('built-in') and G2.img_resolution == 64
     with pytest.raises(ValueError, match='expected a StyleGAN-V generator'):
-        load_generator(torch.nn.Linear(2, 2))
+        pick_generator(torch.nn.Linear(2, 2))
 
 
 def test_measure_latency_reports_each_step(ex):
