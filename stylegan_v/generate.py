@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 import stylegan_v
-from .core import UsageError, atomic_write_bytes, pick_device, sha256_file
+from .core import UsageError, atomic_write_bytes, pick_device, publish_permissions, sha256_file
 from .checkpoints import CheckpointError
 from .data.video import VideoWriter, to_uint8
 from .data.layout import encode_frame
@@ -223,7 +223,7 @@ def _close_folder(self: FrameFolderSink) -> Path:
     try:
         for f in self._pending: f.result()
         self._pool.shutdown()
-        os.chmod(self._tmp, 0o777 & ~_umask())
+        publish_permissions(self._tmp)  # mkdtemp made it private
         if self.path.exists():  # --force: the old folder goes only once the new one is complete
             old = self.path.with_name(f'.{self.path.name}.old-{os.getpid()}')
             self.path.rename(old); self._tmp.rename(self.path); shutil.rmtree(old)
@@ -235,9 +235,6 @@ def _close_folder(self: FrameFolderSink) -> Path:
 def _abort_folder(self: FrameFolderSink):
     self._pool.shutdown(cancel_futures=True)
     shutil.rmtree(self._tmp, ignore_errors=True)
-
-def _umask() -> int:
-    mask = os.umask(0); os.umask(mask); return mask
 
 FrameFolderSink.close, FrameFolderSink.abort = _close_folder, _abort_folder
 

@@ -109,6 +109,8 @@ def test_formats(tmp_path, ckpt):
     names = sorted(p.name for p in (tmp_path / 'f' / 'seed000004').iterdir())
     assert names == [f'{i:06d}.jpg' for i in range(3, 10)]
     assert sorted(p.name for p in (tmp_path / 'f').iterdir()) == ['seed000004', 'seed000005', 'videos.json']
+    umask = os.umask(0); os.umask(umask)
+    assert (tmp_path / 'f' / 'seed000004').stat().st_mode & 0o777 == 0o777 & ~umask   # not mkdtemp's private 0700
 
 
 def test_sidecar_regenerates_the_same_frames(tmp_path, ckpt):
