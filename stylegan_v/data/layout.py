@@ -21,7 +21,7 @@ import PIL.Image
 from fastcore.basics import patch
 
 from ..core import UsageError, publish_permissions
-from .video import VIDEO_EXTENSIONS, AtomicWriter
+from .video import VIDEO_EXTENSIONS, AtomicWriter, VideoWriter
 
 # %% auto #0
 __all__ = ['LAYOUT_HELP', 'FRAME_EXTS', 'DatasetError', 'image_extensions', 'DatasetStorage', 'scan_layout', 'video_labels',
@@ -245,9 +245,10 @@ def check_target(target: str | os.PathLike, overwrite: bool = False) -> Path:
 
 # %% ../../nbs/03a_data.layout.ipynb #8d8c96cc
 class DatasetWriter(AtomicWriter):
-    "Write a frame-folder dataset to a directory or a `.zip` (by `target`'s suffix), atomically."
-    def __init__(self, target: str | os.PathLike, ext: str = 'jpg', quality: int = 95, overwrite: bool = False):
-        self.target, self.ext, self.quality = check_target(target, overwrite), frame_ext(ext), _check_quality(quality)
+    "Write a dataset (frame folders, or `ext='mp4'`: one video file per video) to a directory or a `.zip`, atomically."
+    def __init__(self, target: str | os.PathLike, ext: str = 'jpg', quality: int = 95, overwrite: bool = False, fps: float = 25):
+        self.target, self.quality, self.fps = check_target(target, overwrite), _check_quality(quality), fps
+        self.ext = 'mp4' if ext.lower().lstrip('.') == 'mp4' else frame_ext(ext)
         self.is_zip = self.target.suffix.lower() == '.zip'
         self._make_parent(self.target)
         prefix, suffix = f'.{self.target.name}.', '.partial'
@@ -279,8 +280,13 @@ def _put(self: DatasetWriter, relpath: str, data: bytes):
     else: (self.tmp / relpath).write_bytes(data)
 
 @patch
+def _need_frames(self: DatasetWriter):
+    if self.ext == 'mp4': raise DatasetError(f"{self.target}: an mp4 dataset takes whole videos (add_video), not frame files")
+
+@patch
 def add_encoded(self: DatasetWriter, video: str, filename: str, data: bytes):
     "Add an already-encoded frame file `<video>/<filename>`."
+    self._need_frames()
     video, filename = _check_name(video), _check_name(filename, 'frame file name')
     if video not in self.videos:
         if self.is_zip: self._add_zip_dir(f'{self.root}/{video}')
@@ -293,17 +299,34 @@ def add_encoded(self: DatasetWriter, video: str, filename: str, data: bytes):
 @patch
 def add_frame(self: DatasetWriter, video: str, index: int, frame):
     "Encode `frame` (uint8 `[H,W,3]` or PIL image) and add it as `<video>/<index:06d>.<ext>`."
+    self._need_frames()
     self.add_encoded(video, f'{index:06d}.{self.ext}', encode_frame(frame, self.ext, self.quality))
 
 @patch
 def add_video(self: DatasetWriter, video: str, frames: typing.Iterable) -> int:
     "Add all `frames` of one video (arrays, PIL images, or encoded bytes in this writer's format), numbered from 0."
+    if self.ext == 'mp4': return self._add_video_file(video, frames)
     n = 0
     for n, frame in enumerate(frames, 1):
         if isinstance(frame, (bytes, bytearray)): self.add_encoded(video, f'{n - 1:06d}.{self.ext}', bytes(frame))
         else: self.add_frame(video, n - 1, frame)
-    if n == 0: raise ValueError(f"video {video!r} has no frames")
+    if n == 0: raise DatasetError(f"video {video!r} has no frames")
     return n
+
+@patch
+def _add_video_file(self: DatasetWriter, video: str, frames: typing.Iterable) -> int:
+    "`<video>.mp4` (libx264 4:4:4, crf = (100 - quality) / 2, so 95 is near-lossless), from uint8 `[H, W, 3]` frames or PIL images."
+    video = _check_name(video)
+    if video in self.videos: raise DatasetError(f"video {video!r} was already added to {self.target}")
+    path = (self.tmp if not self.is_zip else Path(tempfile.mkdtemp(dir=self.target.parent, prefix='.video.'))) / f'{video}.mp4'
+    try:
+        with VideoWriter(path, fps=self.fps, pix_fmt='yuv444p', options={'crf': round((100 - self.quality) / 2)}) as w:
+            for frame in frames: w.write(np.asarray(frame))
+        if self.is_zip: self._put(path.name, path.read_bytes())
+    finally:
+        if self.is_zip: shutil.rmtree(path.parent, ignore_errors=True)
+    self.videos[video] = w.num_frames
+    return w.num_frames
 
 @patch
 def set_labels(self: DatasetWriter, labels: dict | typing.Sequence | None):
@@ -319,7 +342,8 @@ def commit(self: DatasetWriter) -> Path:
     if self.labels is not None:
         missing = sorted(set(self.videos) - {k for k, _ in self.labels})
         if missing: raise DatasetError(f"labels for {self.target} miss {len(missing)} video(s), e.g. {missing[:3]}")
-        self._put('dataset.json', json.dumps({'labels': self.labels}).encode())
+        labels = [[f'{k}.mp4' if self.ext == 'mp4' else k, v] for k, v in self.labels]  # a label names its video's file or folder
+        self._put('dataset.json', json.dumps({'labels': labels}).encode())
     if self.is_zip:
         self._zip.close()
         with open(self.tmp, 'rb+') as f: os.fsync(f.fileno())
@@ -343,8 +367,12 @@ def _drop(self: DatasetWriter):
 
 @patch
 def close(self: DatasetWriter) -> Path:
-    "`commit()`, unless already closed (what `AtomicWriter` calls when a `with` block ends without an error)."
-    return self.target if self.closed else self.commit()
+    "`commit()` unless already closed (what `AtomicWriter` calls when a `with` block ends without an error); a failed commit aborts."
+    if self.closed: return self.target
+    try: return self.commit()
+    except BaseException:
+        self.closed = False  # commit may have got as far as closing the zip
+        self.abort(); raise
 
 # %% ../../nbs/03a_data.layout.ipynb #3ee5a677
 class DatasetLayout:

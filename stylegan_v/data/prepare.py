@@ -324,11 +324,11 @@ def positive_float(text: str) -> float:
     if not value > 0: raise ValueError(text)
     return value
 
-def _output_args(p, required=True, frames=True):
+def _output_args(p, required=True, frames=True, exts=FRAME_EXTS):
     add_outdir(p, required=required, aliases=('-t', '--target', '--target_dir', '--output_dir', '--output_path'),
                help='output dataset: a directory, or a .zip file' + ('' if required else ' (default: beside the source)'))
     if frames:
-        p.add_argument('--ext', default='jpg', choices=FRAME_EXTS, help='frame format (png is lossless)')
+        p.add_argument('--ext', default='jpg', choices=exts, help='frame format (png is lossless)' + (', or mp4: one video file per video' if 'mp4' in exts else ''))
         p.add_argument('--quality', type=jpeg_quality, default=95, help='JPEG quality, 1..100 (the original wrote 75 by mistake)')
     add_force(p, help='replace an existing output (the old one is removed only once the new one is complete)')
 
@@ -403,7 +403,7 @@ def _dataset_parsers(sub):
     p.add_argument('--resolution', type=positive_int, default=64, help='frame size (square)')
     p.add_argument('--seed', type=non_negative_int, default=0, help='dataset seed')
     p.add_argument('--labels', action='store_true', help='write dataset.json with a class per video')
-    _output_args(p)
+    _output_args(p, exts=FRAME_EXTS + ('mp4',))
     p.set_defaults(ext='png')
 
 _MODES = ('video', 'videos', 'crop', 'faces', 'static', 'synthetic')

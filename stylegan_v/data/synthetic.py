@@ -104,7 +104,7 @@ def synthetic_video(seed: int | Sequence[int], num_frames: int = 32, resolution:
 def write_synthetic_dataset(target: str | os.PathLike, num_videos: int = 32, num_frames: int = 32,
                             resolution: int = 64, seed: int = 0, labels: bool = False, ext: str = 'png',
                             quality: int = 95, overwrite: bool = False, progress: bool = True) -> Path:
-    "Write the synthetic dataset to a directory or `.zip` (atomically); returns the target path."
+    "Write the synthetic dataset to a directory or `.zip` (atomically; frames as `ext` png/jpg, or mp4 video files); returns the target path."
     if not isinstance(num_videos, (int, np.integer)) or num_videos < 1:
         raise ValueError(f"num_videos must be a positive integer, got {num_videos!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
