@@ -7,13 +7,15 @@
 3. Sparse frames from long videos: training clips (3 frames up to 32 apart, the original's sampler) read by
    `VideoDataset` from a folder of long mp4s (>= 2,000 frames, 64 px), decoding from the start vs seeking to the
    keyframe before the first needed frame, against the same frames as JPEGs in a zip -> clips/s and ratios.
+4. The streaming video writer (`stylegan_v.data.video.VideoWriter`): a producer that computes chunks of frames
+   (torch work standing in for the generator) while they are encoded, inline vs in the background thread.
 
 The data is made by the built-in synthetic generator, so nothing needs downloading. Ratios are against the
 0-worker baseline measured in the same run.
 
     python bench/data.py              # ~40-60 s on 2 CPU cores
     python bench/data.py --quick      # smaller, for a smoke run
-    python bench/data.py --only seek  # just part 3
+    python bench/data.py --only seek  # just part 3 (or loader, decode, writer)
 """
 import argparse
 import os
@@ -96,12 +98,34 @@ def bench_seek(d, num_videos, num_frames, num_clips, res=64, gop=None):
     return rates
 
 
+def bench_writer(d, num_chunks, res=128, work=3):
+    "Seconds to make and encode `num_chunks` chunks of 8 frames, inline and in the background; and to make them only."
+    from stylegan_v.data.video import VideoWriter, to_uint8
+    w = torch.randn(res, res) * 0.05
+    def chunks():
+        g = torch.Generator().manual_seed(0)
+        for _ in range(num_chunks):
+            x = torch.randn(8, 3, res, res, generator=g)
+            for _ in range(work): x = torch.tanh(x @ w + x)   # stand-in for the generator's forward pass
+            yield to_uint8(x, channels_last=True)
+    t0 = time.perf_counter(); n = sum(len(c) for c in chunks()); compute = time.perf_counter() - t0
+    times = {}
+    for background in (False, True):
+        t0 = time.perf_counter()
+        with VideoWriter(d / f'w{int(background)}.mp4', background=background) as vw:
+            for c in chunks(): vw.write(c)
+        times[background] = time.perf_counter() - t0
+    print(f"{n} frames at {res} px: compute only {compute:.2f} s, compute + encode inline {times[False]:.2f} s, "
+          f"in the background {times[True]:.2f} s (x{times[False] / times[True]:.2f} vs inline)")
+    return times
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='smaller data and fewer batches')
     ap.add_argument('--workdir', default=None, help='where to put the bench data (default: a temporary dir)')
     ap.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
-    ap.add_argument('--only', choices=['loader', 'decode', 'seek'], default=None, help='run one part only')
+    ap.add_argument('--only', choices=['loader', 'decode', 'seek', 'writer'], default=None, help='run one part only')
     args = ap.parse_args(argv)
     res, batch = 256, 16
     num_videos, num_frames = (8, 16) if args.quick else (24, 48)
@@ -119,6 +143,9 @@ def main(argv=None):
             for gop in (None, 32):
                 print(f"\n== sparse clips (3 frames up to 32 apart) from long videos, GOP {gop or 'default'} ==")
                 bench_seek(d / f'seek{gop}', n_long, long_frames, clips, gop=gop)
+        if args.only in (None, 'writer'):
+            print("\n== streaming video writer: encoding inline vs in a background thread ==")
+            bench_writer(d, 8 if args.quick else 24)
 
 
 def part_loader(d, args, res, batch, num_videos, num_frames, num_batches):
