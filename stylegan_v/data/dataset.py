@@ -198,7 +198,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def __init__(self, path: str | os.PathLike,
                  sampling: SamplingConfig | dict | None = None,  # training frame sampler (default: the original's `random`, 3 frames)
                  max_num_frames: int = 1024,                     # longer videos are cut to a random window of this length
-                 resolution: int | tuple[int, int] | None = None,  # checked against the data when given
+                 resolution: int | tuple[int, int] | None = None,  # other sizes: centre-cropped + resized (see VideoSource)
                  load_n_consecutive: int | None = None,          # consecutive mode (FVD): frames per clip
                  load_n_consecutive_random_offset: bool = True,  # random clip start (else 0)
                  subsample_factor: int = 1,                      # stride between consecutive frames
