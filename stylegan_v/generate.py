@@ -150,6 +150,8 @@ def generate_videos(G, seeds, num_frames: int, *, motion_seeds=None, truncation_
     if len(motion_seeds) != len(seeds):
         raise UsageError(f"motion seeds: expected one per video ({len(seeds)}), got {len(motion_seeds)}")
     _check_sampling(num_frames, truncation_psi, allow_extrapolation, batch_size, chunk_frames, order)
+    if truncation_cutoff is not None and not 0 <= truncation_cutoff <= G.num_ws:
+        raise UsageError(f"truncation cutoff: expected 0..{G.num_ws} (the number of ws), got {truncation_cutoff}")
     device = next(G.parameters()).device
     times = frame_times(num_frames, time_offset, slowmo).to(device)
     c = class_labels(G, class_idx, len(seeds), device)
@@ -418,7 +420,7 @@ def _parser():
     lay.add_argument('--as-grid', action='store_true', help='one video tiling all videos')
     lay.add_argument('--decomposition', action='store_true', help='n x n grid of n seeds: rows share motion, columns share content')
     p.add_argument('--format', choices=FORMATS, default='mp4', help='mp4 (H.264), gif, or frames (a folder of images per video)')
-    p.add_argument('--crf', type=int, default=10, help='mp4 quality: 0 lossless .. 51 worst')
+    p.add_argument('--crf', type=int, default=10, help='mp4 (H.264, yuv420p) quality: 0 best .. 51 worst')
     p.add_argument('--frame-ext', choices=('png', 'jpg'), default='png', help='image type for --format frames')
     p.add_argument('--jpeg-quality', type=int, default=95, help='JPEG quality for --frame-ext jpg')
     p.add_argument('--batch-size', type=int, default=4, help='videos per forward')

@@ -194,6 +194,7 @@ def test_bad_checkpoint(capsys, tmp_path, bad_files, which, expect):
     (['--slowmo', '0'], 'slowmo'),
     (['--num-videos', '0'], 'num-videos'),
     (['--crf', '60'], 'crf'),
+    (['--truncation-cutoff', '-1'], 'truncation cutoff'),
 ])
 def test_bad_sampling_option(capsys, tmp_path, ckpt, extra, expect):
     run_bad(capsys, tmp_path / 'out', ['--network', str(ckpt)] + extra, expect)
