@@ -5,18 +5,19 @@
 # %% ../../nbs/03b_data.sampling.ipynb #15f5cb02
 from __future__ import annotations
 
-import dataclasses
 import random
 import typing
 
 import numpy as np
 
-from ..core import Config, ConfigError
+from .. import config
+from ..config import POWERS_OF_TWO
+from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['RngLike', 'POWERS_OF_TWO', 'VideoTooShortError', 'as_rng', 'random_frame_times', 'random_min_len',
-           'uniform_frame_times', 'uniform_min_len', 'consecutive_min_len', 'consecutive_frame_times', 'SamplingConfig',
-           'sample_frame_times', 'as_sampling_config']
+__all__ = ['RngLike', 'VideoTooShortError', 'as_rng', 'random_frame_times', 'random_min_len', 'uniform_frame_times',
+           'uniform_min_len', 'consecutive_min_len', 'consecutive_frame_times', 'SamplingConfig', 'sample_frame_times',
+           'as_sampling_config']
 
 # %% ../../nbs/03b_data.sampling.ipynb #fc00a8ed
 class VideoTooShortError(ValueError):
@@ -30,8 +31,6 @@ def as_rng(rng: RngLike) -> random.Random:
     if rng is None: return random.Random()
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool): return random.Random(int(rng))
     raise TypeError(f"rng must be a random.Random, an int seed or None, got {type(rng).__name__}")
-
-POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # the original's `total_dists` / `dists_between_frames`
 
 # %% ../../nbs/03b_data.sampling.ipynb #d5d7eab0
 def _random_spans(video_len: int, num_frames: int, max_dist, total_dists) -> list[int]:
@@ -119,22 +118,8 @@ def consecutive_frame_times(video_len: int, num_frames: int, subsample_factor: i
     return (offset + np.arange(num_frames) * subsample_factor).astype(np.float64 if fractional else np.int64)
 
 # %% ../../nbs/03b_data.sampling.ipynb #23bad4ce
-@dataclasses.dataclass
-class SamplingConfig(Config):
-    "How training picks frame times: the original's `sampling` settings (defaults: `random`, 3 frames, span <= 32)."
-    type: typing.Literal['random', 'uniform'] = 'random'
-    num_frames_per_video: int = 3
-    max_dist: typing.Optional[int] = 32                       # `random`: largest span (last minus first time)
-    total_dists: typing.Optional[typing.List[int]] = dataclasses.field(default_factory=lambda: list(POWERS_OF_TWO))
-    dists_between_frames: typing.Optional[typing.List[int]] = dataclasses.field(default_factory=lambda: list(POWERS_OF_TWO))
-    max_dist_between_frames: typing.Optional[int] = 32         # `uniform`: largest stride
-
-    def __post_init__(self):
-        if self.type not in ('random', 'uniform'):
-            raise ConfigError(f"SamplingConfig.type: expected 'random' or 'uniform', got {self.type!r}")
-        if self.num_frames_per_video < 1:
-            raise ConfigError(f"SamplingConfig.num_frames_per_video must be >= 1, got {self.num_frames_per_video}")
-
+class SamplingConfig(config.SamplingConfig):
+    "`config.SamplingConfig` (the one home of the sampling fields and defaults) that also draws frame times."
     def sample(self, video_len: int, rng: RngLike = None, fractional: bool = False) -> np.ndarray:
         "Frame times for one video of `video_len` frames (int64, or float64 when `fractional`)."
         if self.type == 'random':
@@ -151,10 +136,11 @@ def sample_frame_times(cfg: SamplingConfig | dict, video_len: int, rng: RngLike 
     "The original's `sample_frames(cfg, total_video_len, use_fractional_t)`, with `cfg` a `SamplingConfig` or its dict."
     return as_sampling_config(cfg).sample(video_len, rng, fractional)
 
-def as_sampling_config(cfg: SamplingConfig | dict | None) -> SamplingConfig:
+def as_sampling_config(cfg: config.SamplingConfig | dict | None) -> SamplingConfig:
     "Accept a `SamplingConfig`, a dict of its fields (the original yaml's derived keys `name`/`fps`/`max_num_frames` are ignored) or `None` (defaults)."
     if cfg is None: return SamplingConfig()
     if isinstance(cfg, SamplingConfig): return cfg
+    if isinstance(cfg, config.SamplingConfig): return SamplingConfig.from_dict(cfg.to_dict())
     if not isinstance(cfg, dict): raise ConfigError(f"sampling config: expected a SamplingConfig or dict, got {type(cfg).__name__}")
     return SamplingConfig.from_dict({k: v for k, v in cfg.items() if k not in _ORIGINAL_DERIVED_KEYS})
 
