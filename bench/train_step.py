@@ -1,0 +1,119 @@
+"""Training-step speed: one Gmain+Dmain iteration and one Dreg step of StyleGAN-V at the original's default widths
+(channel_base 16384, channel_max 512, 2-layer mappings, fp32), 64 px, 4 videos x 3 frames, ADA pipe `bgc` at p = 0
+(as at the start of training), on the CPU with 2 threads.
+
+Configurations, measured in the same run:
+  original   the original's configuration reproduced in this package: non-fused modulated conv, ref ops everywhere
+  default    this package's defaults (G's own training path, native ops where built)
+  per_video  default + modconv='per_video' (weights modulated once per video; the same gradients up to float order)
+Prints the median time per step and the speed-up over `original`, then the top ops by self CPU time (torch.profiler)
+for `original` and `default`. Timings on a shared machine are noisy: compare ratios, not absolute seconds.
+
+    python bench/train_step.py [--res 64] [--videos 4] [--frames 3] [--threads 2] [--repeats 3] [--no-profile]
+"""
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+import stylegan_v.ops.bias_act as bias_act_mod
+import stylegan_v.ops.upfirdn2d as upfirdn2d_mod
+from stylegan_v.augment import augment_pipe
+from stylegan_v.loss import StyleGANVLoss, lazy_adam, phase_plan, r1_gamma_auto, run_phase
+from stylegan_v.networks.discriminator import Discriminator
+from stylegan_v.networks.generator import Generator
+
+
+@contextlib.contextmanager
+def ref_ops(enabled: bool):
+    "Force every bias_act/upfirdn2d call to the plain-PyTorch reference (what the original runs on a CPU)."
+    saved = bias_act_mod.resolve_impl, upfirdn2d_mod.resolve_impl
+    if enabled:
+        bias_act_mod.resolve_impl = upfirdn2d_mod.resolve_impl = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        bias_act_mod.resolve_impl, upfirdn2d_mod.resolve_impl = saved
+
+
+def build(res: int, frames: int, seed: int = 0):
+    torch.manual_seed(seed)
+    sampling = {'num_frames_per_video': frames}
+    G = Generator(c_dim=0, w_dim=512, img_resolution=res, img_channels=3, mapping_kwargs={'num_layers': 2},
+                  synthesis_kwargs={'channel_base': 16384, 'channel_max': 512, 'num_fp16_res': 0, 'conv_clamp': None},
+                  cfg={'sampling': sampling})
+    D = Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=16384, channel_max=512, num_fp16_res=0,
+                      conv_clamp=None, mapping_kwargs={'num_layers': 2}, epilogue_kwargs={'mbstd_group_size': 4},
+                      cfg={'sampling': sampling})
+    return G.train().requires_grad_(False), D.train().requires_grad_(False)
+
+
+def make_inputs(G, videos: int, frames: int, res: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.randint(0, 20, [videos, 1], generator=g).float()
+    real_t = offsets + torch.tensor([0., 2, 4])[:frames]
+    return dict(real_img=torch.rand(videos, frames, 3, res, res, generator=g) * 2 - 1, real_c=torch.zeros(videos, 0),
+                real_t=real_t, gen_z=torch.randn(videos, G.z_dim, generator=g), gen_c=torch.zeros(videos, 0),
+                gen_t=real_t + torch.rand(videos, 1, generator=g))
+
+
+def one_iteration(loss, opts, plan, inputs):
+    "Gmain + Dmain (an iteration without regularisation), then the Dreg step, timed separately."
+    t0 = time.perf_counter()
+    for phase in (plan['Gmain'], plan['Dmain']):
+        run_phase(loss, phase, opts[phase.network], [inputs])
+    t1 = time.perf_counter()
+    run_phase(loss, plan['Dreg'], opts['D'], [inputs])
+    return t1 - t0, time.perf_counter() - t1
+
+
+CONFIGS = {'original': dict(ref=True, modconv='nonfused'), 'default': dict(ref=False, modconv=None),
+           'per_video': dict(ref=False, modconv='per_video')}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--res', type=int, default=64); ap.add_argument('--videos', type=int, default=4)
+    ap.add_argument('--frames', type=int, default=3); ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--repeats', type=int, default=3); ap.add_argument('--no-profile', action='store_true')
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f'torch {torch.__version__}, {args.threads} threads, {args.res} px, {args.videos} videos x {args.frames} frames, fp32')
+
+    G0, D0 = build(args.res, args.frames)
+    inputs = make_inputs(G0, args.videos, args.frames, args.res)
+    results = {}
+    for name, conf in CONFIGS.items():
+        G, D = build(args.res, args.frames)   # the same start weights for every configuration
+        pipe = augment_pipe('bgc', p=0.0)
+        loss = StyleGANVLoss(G, D, augment_pipe=pipe, r1_gamma=r1_gamma_auto(args.res, 64), modconv=conf['modconv'])
+        opts = {'G': lazy_adam(G.parameters(), 0.0025, reg_interval=4), 'D': lazy_adam(D.parameters(), 0.0025, reg_interval=16)}
+        plan = {p.name: p for p in phase_plan(4, 16)}
+        with ref_ops(conf['ref']):
+            torch.manual_seed(0)
+            one_iteration(loss, opts, plan, inputs)                       # warm-up (allocations, kernels)
+            times = [one_iteration(loss, opts, plan, inputs) for _ in range(args.repeats)]
+            if not args.no_profile and name in ('original', 'default'):
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                    one_iteration(loss, opts, plan, inputs)
+                results[name + '_profile'] = prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=14)
+        main_t, reg_t = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+        results[name] = (main_t, reg_t)
+        print(f'{name:10s} Gmain+Dmain {main_t:7.3f} s   Dreg {reg_t:7.3f} s   (median of {args.repeats})', flush=True)
+
+    base_main, base_reg = results['original']
+    print('\nspeed-up over the original configuration (higher is better):')
+    for name in CONFIGS:
+        m, r = results[name]
+        # one training iteration of the original = Gmain + Dmain every step, Dreg every 16th
+        step = (base_main + base_reg / 16) / (m + r / 16)
+        print(f'  {name:10s} Gmain+Dmain x{base_main / m:5.2f}   Dreg x{base_reg / r:5.2f}   per iteration (Dreg/16) x{step:5.2f}')
+    for name in ('original', 'default'):
+        if name + '_profile' in results:
+            print(f'\n--- top ops by self CPU time, {name} (Gmain+Dmain+Dreg) ---\n{results[name + "_profile"]}')
+
+
+if __name__ == '__main__':
+    main()
