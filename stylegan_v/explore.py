@@ -271,7 +271,7 @@ def _request(self: Explorer):
     "Show the current view now if cached; else render it (in the background thread when there is one)."
     view, frame = self.view(), None
     with self._cond:
-        self._latest, frame = view, self.renderer.frame(view)
+        self._latest, frame, self.error = view, self.renderer.frame(view), None  # a failure concerns the view it was for
         self._want = None if frame is not None else view
     if frame is not None: self._show(view, frame)  # before waking the prefetch, which would compete for the CPU
     elif not self.background: self.renderer.render(view, [view.t]); self._show(view, self.renderer.frame(view))
@@ -291,6 +291,7 @@ def prefetch_times(self: Explorer, view: View) -> list[float]:
 def _work(self: Explorer):
     while True:
         with self._cond:
+            if self._stop: return
             want, latest = self._want, self._latest
             self._want = None
         try:
@@ -299,8 +300,9 @@ def _work(self: Explorer):
             todo = self.prefetch_times(latest) if latest is not None and self.error is None else []
             if todo: self.renderer.render(latest, todo[:4]); continue
         except Exception as e:
-            self.error = e
-            self.status.value = f"<b style='color:#b00'>render failed: {type(e).__name__}: {e}</b>"
+            if (want or latest) == self._latest:  # else the user has moved on, and the new view gets its own try
+                self.error = e
+                self.status.value = f"<b style='color:#b00'>render failed: {type(e).__name__}: {e}</b>"
         with self._cond:
             if self._stop: return
             if self._want is None and self._latest is latest:

@@ -171,11 +171,14 @@ def test_export_of_a_bad_length_is_refused(ex):
 
 def test_render_errors_are_shown_and_raised(ex):
     def broken(view, times): raise RuntimeError('out of memory (test)')
-    ex.renderer.render = broken
+    working, ex.renderer.render = ex.renderer.render, broken
     ex.t.value = 20.5
     with pytest.raises(RuntimeError, match='out of memory'):
         ex.wait(timeout=10)
     assert 'render failed' in ex.status.value
+    ex.renderer.render = working                               # the next view renders again
+    ex.t.value = 21.5
+    assert ex.wait(timeout=10).error is None and ex.shown.t == 21.5
 
 
 def test_explore_loads_checkpoints_and_finds_the_demos(G, tmp_path, monkeypatch):
