@@ -50,12 +50,15 @@ def tree_bytes(path):
 
 # ---------------------------------------------------------------- video: one long video -> chunks
 
-def test_video_chunks_rainbow_jelly_recipe(tmp_path):
+def test_video_chunks_rainbow_jelly_recipe(tmp_path, capsys):
     src = write_video(tmp_path / 'long.mp4', moving_clip(40), fps=24)
     # the RainbowJelly recipe, scaled down: skip 5 frames, 10-frame chunks, square 32 px
     rc = cli_main(['video', '-s', str(src), '-t', str(tmp_path / 'jelly.zip'), '-sf', '5', '-cs', '10',
                    '--target_size', '32', '--ext', 'png'])
     assert rc == 0
+    err = capsys.readouterr().err  # what happened to the shape and to the frames that do not fill a chunk is reported
+    assert 'long.mp4 is 64x48 (WxH): frames are centre-cropped to 48x48, then resized to 32' in err
+    assert 'dropped the last 5 frame(s) of long.mp4: 3 chunk(s) of 10 frames use 30 of the 35 frames after skipping 5' in err
     videos = frames_of(tmp_path / 'jelly.zip')
     assert (tmp_path / 'jelly.zip').is_file()
     assert list(videos) == ['000000', '000001', '000002']          # 35 usable frames: the partial 4th chunk is dropped
