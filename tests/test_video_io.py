@@ -33,6 +33,8 @@ def test_to_uint8_matches_the_original_mapping_and_layouts():
     assert hwc.shape == (2, 3, 4, 5, 3) and hwc.flags.c_contiguous
     assert np.array_equal(hwc, to_uint8(frames).transpose(0, 1, 3, 4, 2))
     assert to_uint8(frames.requires_grad_()).shape == frames.shape   # detaches
+    kept = to_uint8(frames, channels_last=True, keep_tensor=True)      # stays a tensor (on its device), same bytes
+    assert isinstance(kept, torch.Tensor) and kept.dtype == torch.uint8 and np.array_equal(kept.numpy(), hwc)
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -38,8 +38,12 @@ def _av():
     return av
 
 # %% ../../nbs/03_data.video.ipynb #57ad894b
-def to_uint8(frames, channels_last: bool = False) -> np.ndarray:
-    "Float frames in `[-1, 1]` (torch tensor or array, any shape) -> uint8 array `x * 127.5 + 128`, clipped; `channels_last`: `[..., C, H, W]` -> `[..., H, W, C]`."
+def to_uint8(frames, channels_last: bool = False, keep_tensor: bool = False):
+    "Float frames in `[-1, 1]` (tensor or array, any shape) -> uint8 `x * 127.5 + 128`, clipped, as an array (`keep_tensor`: a tensor on its device); `channels_last`: `[..., C, H, W]` -> `[..., H, W, C]`."
+    if keep_tensor:
+        import torch  # only here: reading and writing videos never needs it
+        x = (frames.detach().float().clamp(-1, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+        return x.movedim(-3, -1).contiguous() if channels_last else x
     if hasattr(frames, 'detach'): frames = frames.detach().float().cpu().numpy()
     x = np.asarray(frames, dtype=np.float32)
     x = np.clip(np.clip(x, -1, 1) * 127.5 + 128, 0, 255).astype(np.uint8)
