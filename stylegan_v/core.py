@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -26,7 +27,8 @@ import yaml
 # %% auto #0
 __all__ = ['seed_everything', 'pick_device', 'pick_dtype', 'assert_shape', 'UsageError', 'publish_permissions', 'atomic_path',
            'atomic_write_bytes', 'ConfigError', 'Config', 'parse_override', 'getattr_path', 'DownloadError',
-           'cache_dir', 'sha256_file', 'download']
+           'cache_dir', 'sha256_file', 'download', 'SharedDataMissing', 'shared_dir', 'in_ci', 'locate_shared',
+           'shared_path', 'register_shared_magic']
 
 # %% ../nbs/00_core.ipynb #2b06ed17
 def seed_everything(seed: int) -> torch.Generator:
@@ -321,3 +323,47 @@ def _check_sha(path: Path, sha256: str | None, what: str):
 def _progress(total, name, enabled):
     from tqdm.auto import tqdm
     return tqdm(total=total, unit='B', unit_scale=True, desc=name, disable=not enabled, leave=False)
+
+# %% ../nbs/00_core.ipynb #0209760b
+class SharedDataMissing(FileNotFoundError):
+    "Reference data a check needs is not on this machine."
+
+def shared_dir() -> Path:
+    "The reference-data folder: `$STYLEGAN_V_SHARED`, else `shared/` beside the repository checkout."
+    if os.environ.get('STYLEGAN_V_SHARED'): return Path(os.environ['STYLEGAN_V_SHARED']).expanduser()
+    package = Path(importlib.util.find_spec('stylegan_v').origin).resolve().parent  # found without importing it
+    return package.parent.parent / 'shared'
+
+def in_ci() -> bool:
+    "True under `CI=true`: skipping for missing data is not allowed there."
+    return os.environ.get('CI', '').lower() in ('true', '1', 'yes')
+
+def locate_shared(*parts: str, env: str | None = None) -> Path:
+    "`$env` if set, else `shared_dir()/parts`; raises `SharedDataMissing` (one line: what, where, how) when it is absent."
+    path = Path(os.environ[env]).expanduser() if env and os.environ.get(env) else shared_dir().joinpath(*parts)
+    if path.exists(): return path
+    how = f"set {env} to it, or " if env else ""
+    raise SharedDataMissing(f"reference data {'/'.join(parts) or 'folder'} not found at {path}: {how}set STYLEGAN_V_SHARED "
+                            f"to the reference-data folder (or place shared/ beside the repository)")
+
+_REPORTED: set = set()
+
+def shared_path(*parts: str, env: str | None = None) -> Path | None:
+    "Like `locate_shared`, but returns `None` after printing the reason once (raises under `CI=true`)."
+    try: return locate_shared(*parts, env=env)
+    except SharedDataMissing as e:
+        if in_ci(): raise SharedDataMissing(f"{e} (CI=true: reference data is required)") from None
+        if str(e) not in _REPORTED: print(f"skipped: {e}"); _REPORTED.add(str(e))
+        return None
+
+# %% ../nbs/00_core.ipynb #5b227ebe
+def register_shared_magic() -> None:
+    "Register the `%%needs_shared PATH` cell magic in the running IPython (no-op outside IPython)."
+    try: from IPython import get_ipython
+    except ImportError: return
+    ip = get_ipython()
+    if ip is None: return
+    def needs_shared(line: str, cell: str):
+        if shared_path(*line.split()) is None: return
+        ip.ex(cell)  # in the notebook's namespace; an exception fails the cell like any other
+    ip.register_magic_function(needs_shared, magic_kind='cell', magic_name='needs_shared')

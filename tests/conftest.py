@@ -1,10 +1,26 @@
-"""Shared pytest fixtures: where the repository and the read-only shared reference data live."""
-import os
+"""Shared pytest fixtures: where the repository and the read-only reference data live.
+
+Reference data (the original's parity tensors and pickles) sits in $STYLEGAN_V_SHARED, else `shared/` beside the
+repository. A fresh clone does not have it: tests that need it are skipped with one line naming what is missing and
+how to provide it, except under CI=true, where a missing folder fails the test. Use the `shared_dir` / `parity_dir`
+fixtures, or `need_shared('metric-parity', 'set1', env='STYLEGAN_V_METRIC_PARITY')` for a folder of your own.
+"""
 from pathlib import Path
 
 import pytest
 
+from stylegan_v.core import SharedDataMissing, in_ci, locate_shared
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def need_shared(*parts: str, env: str | None = None) -> Path:
+    """`$env` if set, else `<reference data>/parts`; skip the test (fail it under CI=true) when it is absent."""
+    try:
+        return locate_shared(*parts, env=env)
+    except SharedDataMissing as e:
+        if in_ci(): pytest.fail(f"{e} (CI=true: reference data is required)", pytrace=False)
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope='session')
@@ -14,13 +30,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope='session')
 def shared_dir() -> Path:
-    """The reference data folder: $STYLEGAN_V_SHARED, else `shared/` beside the repository."""
-    path = Path(os.environ.get('STYLEGAN_V_SHARED', REPO_ROOT.parent / 'shared'))
-    if not path.is_dir():
-        pytest.fail(f"reference data folder {path} not found: set STYLEGAN_V_SHARED or place shared/ beside the repo")
-    return path
+    """The reference data folder: $STYLEGAN_V_SHARED, else `shared/` beside the repository (skip / CI fail when absent)."""
+    return need_shared()
 
 
 @pytest.fixture(scope='session')
 def parity_dir(shared_dir) -> Path:
-    return shared_dir / 'parity'
+    return need_shared('parity')
