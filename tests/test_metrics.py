@@ -221,3 +221,20 @@ def test_generator_fakes_are_per_video_deterministic():
     both, one = gv.render([0, 1]), gv.render([1])
     assert both.dtype == torch.uint8 and both.shape == (2, 4, 3, 16, 16)
     assert torch.equal(both[1:], one) and not torch.equal(both[0], both[1])
+
+
+def test_folder_of_video_files(work):
+    "A folder of mp4s is a dataset like any other: FVD equals the one computed from the same decoded frames in memory."
+    from stylegan_v.data.video import write_video
+    from stylegan_v.metrics.features import open_source
+    d, paths = work
+    (d / 'mp4s').mkdir(exist_ok=True)
+    for i, v in enumerate(squares(n=4, length=10, seed=8)):
+        write_video(d / 'mp4s' / f'{i:03d}.mp4', v.transpose(0, 2, 3, 1), pix_fmt='yuv444p', options={'qp': '0'})
+    src = open_source(d / 'mp4s')
+    assert (src.lengths, src.frame_shape) == ([10] * 4, [3, 16, 16])
+    decoded = np.stack([src.load_frames(i, range(10)) for i in range(4)])
+    fake = squares(n=4, length=8, speed=2, seed=9)
+    from_files = compute_metric('fvd4_8f', d / 'mp4s', fake, seed=1, **kw(paths))
+    from_memory = compute_metric('fvd4_8f', decoded, fake, seed=1, **kw(paths))
+    assert from_files['value'] == from_memory['value'] and from_files['protocol']['num_real'] == 4

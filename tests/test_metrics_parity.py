@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get('STYLEGAN_V_METRIC_PARITY', REPO.parent / 'shared' / 'metric-parity' / 'set1'))
+from conftest import need_shared
+
+FIXTURE: Path = None  # set by the `fixture` fixture: $STYLEGAN_V_METRIC_PARITY, else <reference data>/metric-parity/set1
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning', 'ignore::FutureWarning')
 
 
 @pytest.fixture(scope='module')
 def fixture():
-    if not (FIXTURE / 'expected.json').is_file():
-        msg = f"metric-parity fixture not found: {FIXTURE}/expected.json (set STYLEGAN_V_METRIC_PARITY)"
-        if os.environ.get('CI') == 'true': pytest.fail(msg)
-        pytest.skip(msg)
+    global FIXTURE
+    FIXTURE = need_shared('metric-parity', 'set1', env='STYLEGAN_V_METRIC_PARITY')
+    assert (FIXTURE / 'expected.json').is_file(), f"{FIXTURE} has no expected.json; expected a metric-parity folder (see its README)"
     exp = json.loads((FIXTURE / 'expected.json').read_text())
     args = exp['original_cli_args']
     opt = {args[i]: args[i + 1] for i in range(0, len(args), 2)}
