@@ -1,0 +1,118 @@
+"""Video projection: a clip the model made from known codes is reconstructed (every frame >= 30 dB) and moves like it;
+the command writes its four outputs and refuses bad input in one line."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from stylegan_v.checkpoints import save_checkpoint
+from stylegan_v.data.video import to_uint8, write_video
+from stylegan_v.networks.generator import Generator
+from stylegan_v.project import (OUTPUTS, ProjectionConfig, cli_main, load_codes, load_lpips, motion_ratio, project_video,
+                                projection_metrics, psnr, render_projection)
+
+NUM_FRAMES, RESOLUTION = 8, 16
+
+
+class StandInLPIPS(nn.Module):
+    "Same call convention as StyleGAN2-ADA's vgg16.pt: float [N,3,H,W] in [0,255] -> [N,D], squared L2 = distance."
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+
+    def forward(self, images: torch.Tensor, resize_images: bool = False, return_lpips: bool = False) -> torch.Tensor:
+        f1 = F.relu(self.c1(images / 127.5 - 1))
+        f2 = F.relu(self.c2(f1))
+        out = []
+        for f in [f1, f2]:
+            f = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-8)
+            out.append(f.flatten(1) / math.sqrt(f.shape[2] * f.shape[3]))
+        return torch.cat(out, 1)
+
+
+def tiny_generator():
+    torch.manual_seed(0)
+    cfg = {'z_dim': 32, 'w_dim': 32, 'motion': {'z_dim': 32, 'v_dim': 32, 'motion_z_distance': 4},
+           'time_enc': {'dim': 16, 'min_period_len': 4, 'max_period_len': 64}, 'sampling': {'max_num_frames': 16}}
+    G = Generator(c_dim=0, w_dim=32, img_resolution=RESOLUTION, img_channels=3, mapping_kwargs={'num_layers': 2},
+                  synthesis_kwargs={'channel_base': 256, 'channel_max': 32, 'num_fp16_res': 0, 'conv_clamp': None}, cfg=cfg)
+    with torch.no_grad():  # a random G's frames are mostly clipped; scaled ToRGB weights keep them inside [-1, 1]
+        for name, p in G.named_parameters():
+            if 'torgb.weight' in name: p.mul_(0.3)
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp('project')
+    torch.manual_seed(0)
+    torch.jit.script(StandInLPIPS().eval()).save(str(d / 'lpips.pt'))
+    G = tiny_generator()
+    with torch.no_grad():
+        clip = G.render(G.sample_content(1, seed=1), G.sample_motion(1, seed=2), torch.arange(float(NUM_FRAMES)))[0]
+    target = to_uint8(clip, channels_last=True)
+    return d, G, target, load_lpips(str(d / 'lpips.pt'))
+
+
+def test_projection_reconstructs_and_moves(setup):
+    d, G, target, lpips = setup
+    torch.manual_seed(0)
+    proj = project_video(G, target, lpips, ProjectionConfig(num_steps=400), progress=False)
+    m = projection_metrics(G, proj, target, lpips)
+    assert min(m['psnr']) >= 30, m['psnr']
+    assert abs(m['motion_ratio'] - 1) <= 0.2, m['motion_ratio']
+    # the criterion catches a frozen reconstruction (every frame the same)
+    tgt = torch.from_numpy(target).permute(0, 3, 1, 2).float().sub(128).div(127.5)
+    assert motion_ratio(tgt[:1].expand_as(tgt), tgt) < 0.01
+    # extrapolation continues the clip: the first frames are unchanged, later frames exist and differ
+    longer = render_projection(G, proj, torch.arange(2. * NUM_FRAMES))
+    assert torch.allclose(longer[:NUM_FRAMES], render_projection(G, proj), atol=1e-5)
+    assert psnr(longer[:NUM_FRAMES], tgt).min() >= 30
+
+
+def test_project_cli(setup, capsys):
+    d, G, target, _ = setup
+    save_checkpoint(d / 'G.safetensors', {'G_ema': G})
+    write_video(d / 'clip.mp4', target, fps=8, options={'qp': 0})
+    base = ['--network', str(d / 'G.safetensors'), '--target', str(d / 'clip.mp4'), '--num-frames', str(NUM_FRAMES), '--steps', '5']
+    args = base + ['--detector', f'lpips={d / "lpips.pt"}']
+    assert cli_main(args + ['--outdir', str(d / 'out')]) == 0
+    assert sorted(p.name for p in (d / 'out').iterdir()) == sorted(OUTPUTS)
+    metrics = json.loads((d / 'out/metrics.json').read_text())
+    assert len(metrics['psnr']) == len(metrics['lpips']) == NUM_FRAMES
+    assert np.isclose(metrics['psnr_mean'], np.mean(metrics['psnr']))
+    codes = load_codes(d / 'out/codes.safetensors')
+    assert codes.content_w.shape == (1, G.num_ws, G.w_dim) and codes.frame_times.tolist() == list(range(NUM_FRAMES))
+    capsys.readouterr()
+
+    def error(argv):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith('stylegan-v project: error:'), err
+        return err
+
+    assert 'already exists' in error(args + ['--outdir', str(d / 'out')])
+    write_video(d / 'big.mp4', np.repeat(np.repeat(target, 2, 1), 2, 2), fps=8)
+    big = ['--target', str(d / 'big.mp4')]
+    assert 'frames are 32x32 px, the generator makes 16x16; pass --resize' in error(args + big + ['--outdir', str(d / 'o1')])
+    assert cli_main(args + big + ['--resize', '--outdir', str(d / 'o2')]) == 0        # resized, with a notice
+    assert 'notice: target frames are 32x32 px' in capsys.readouterr().out
+    missing = error(base + ['--detector', f'lpips={d / "nowhere/vgg16.pt"}', '--outdir', str(d / 'o3')])
+    assert 'nowhere/vgg16.pt does not exist' in missing
+    assert 'expected at least 99 frames, found 8' in error(args + ['--num-frames', '99', '--outdir', str(d / 'o4')])
+    assert not (d / 'o1').exists() and not (d / 'o3').exists()
+
+
+def test_missing_lpips_names_file_and_place(tmp_path, monkeypatch):
+    "Offline, the original URL fails with the download helper's message: which file, and where to put it."
+    monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path))
+    monkeypatch.delenv('STYLEGAN_V_DETECTOR_LPIPS', raising=False)
+    try: load_lpips()
+    except Exception as e: msg = str(e)
+    else: pytest.skip('this machine can download the VGG16 LPIPS file')
+    assert 'vgg16.pt' in msg and str(tmp_path) in msg
