@@ -12,6 +12,8 @@ bash tools/setup.sh
 bash tools/setup_browser.sh
 venv=${STYLEGAN_V_VENV:-$root/.venv}
 export PATH="$venv/bin:$PATH" HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+# this checkout's package, even when the venv (STYLEGAN_V_VENV) was installed from another clone
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$root/.torch_extensions}
 SECONDS=0
 echo "== 1-2. sync and clean checks"; python tools/check_sync.py
