@@ -63,6 +63,9 @@ class ModelConfig(Config):
     motion_z_distance: typing.Optional[int] = None  # frames between knots; None: time_enc_min_period_len (as the original binds them)
     motion_kernel_size: int = 11
     motion_gen_strategy: typing.Literal['conv', 'autoregressive'] = 'conv'
+    motion_fourier: bool = True          # the aligned time encoder (False: MoCoGAN+SG2's MLP on the codes)
+    use_fractional_t: bool = True
+    input_type: typing.Literal['temporal', 'const'] = 'temporal'  # 4×4 input: constant ⊕ motion, or constant only
     time_enc_dim: int = 256              # motion_v has 2 * time_enc_dim channels
     time_enc_min_period_len: int = 16
     time_enc_max_period_len: int = 1024
@@ -87,10 +90,11 @@ def generator_kwargs(self: ModelConfig, resolution: int = 256, c_dim: int = 0, s
                      max_num_frames: int = 1024, fps: int = 25) -> dict:
     "The original's `G_ctor` kwargs (our `Generator(**kwargs)`) for frames of `resolution` px and `c_dim` labels."
     sampling = sampling or SamplingConfig()
-    cfg = {'z_dim': self.z_dim, 'w_dim': self.w_dim, 'c_dim': c_dim, 'use_noise': self.use_noise, 'input': {'type': 'temporal'},
+    cfg = {'z_dim': self.z_dim, 'w_dim': self.w_dim, 'c_dim': c_dim, 'use_noise': self.use_noise, 'input': {'type': self.input_type},
            'motion': {'z_dim': self.motion_z_dim, 'v_dim': self.motion_v_dim, 'kernel_size': self.motion_kernel_size,
                       'motion_z_distance': self.motion_z_distance or self.time_enc_min_period_len,
-                      'gen_strategy': self.motion_gen_strategy, 'use_fractional_t': True, 'fourier': True},
+                      'gen_strategy': self.motion_gen_strategy, 'use_fractional_t': self.use_fractional_t,
+                      'fourier': self.motion_fourier},
            'time_enc': {'cond_type': self.cond_type, 'dim': self.time_enc_dim, 'min_period_len': self.time_enc_min_period_len,
                         'max_period_len': self.time_enc_max_period_len, 'phase_dropout_std': 1.0},
            'sampling': sampling.network_dict(max_num_frames, fps)}
@@ -127,6 +131,8 @@ def from_network_kwargs(cls: ModelConfig, G_kwargs: dict, D_kwargs: dict | None 
               fmaps=fmaps_of(syn.get('channel_base', 32768)), channel_max=syn.get('channel_max', 512), fp32=fp32,
               use_noise=cfg.get('use_noise', False), motion_z_dim=motion.get('z_dim', 512), motion_v_dim=motion.get('v_dim', 512),
               motion_kernel_size=motion.get('kernel_size', 11), motion_gen_strategy=motion.get('gen_strategy', 'conv'),
+              motion_fourier=motion.get('fourier', True), use_fractional_t=motion.get('use_fractional_t', True),
+              input_type=(cfg.get('input') or {}).get('type', 'temporal'),
               time_enc_min_period_len=min_period if min_period is not None else mzd,
               motion_z_distance=None if min_period in (None, mzd) else mzd,
               time_enc_dim=te.get('dim', 256), time_enc_max_period_len=te.get('max_period_len', 1024),

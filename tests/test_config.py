@@ -7,6 +7,7 @@ import torch
 
 from stylegan_v.config import ModelConfig, RunConfig, SamplingConfig, load_run_config, preset, preset_names
 from stylegan_v.core import ConfigError
+from conftest import need_shared
 from stylegan_v.networks.discriminator import Discriminator
 from stylegan_v.networks.generator import Generator
 
@@ -78,3 +79,15 @@ def test_yaml_unknown_key_names_the_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_run_config(tmp_path / 'run.yaml')
     assert "unknown field(s) ['resolutoin']" in str(e.value) and 'run.yaml.data' in str(e.value)
+
+
+def test_mocogan_generator_kwargs_round_trip(parity_dir):
+    """The MoCoGAN+SG2 generator (const input, LSTM motion, concat_w, no Fourier encoder) is a ModelConfig too."""
+    cfg = json.loads((need_shared('parity', 'mocogan') / 'config.json').read_text())
+    ctor = {k: v for k, v in cfg['G_ctor'].items() if k not in ('class_name', 'cfg')}
+    G = Generator(**ctor, cfg={**cfg['model_cfg']['generator'], 'sampling': cfg['sampling_cfg']})
+    model = ModelConfig.from_network_kwargs(G.init_kwargs)
+    assert (model.input_type, model.motion_gen_strategy, model.cond_type, model.motion_fourier) == ('const', 'autoregressive', 'concat_w', False)
+    sampling = SamplingConfig.from_dict({k: v for k, v in cfg['sampling_cfg'].items() if k not in ('name', 'fps', 'max_num_frames')})
+    G2 = Generator(**model.generator_kwargs(ctor['img_resolution'], ctor['c_dim'], sampling, cfg['sampling_cfg']['max_num_frames']))
+    G2.load_state_dict(G.state_dict())  # strict: the same parameters and buffers
