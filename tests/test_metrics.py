@@ -238,3 +238,23 @@ def test_folder_of_video_files(work):
     from_files = compute_metric('fvd4_8f', d / 'mp4s', fake, seed=1, **kw(paths))
     from_memory = compute_metric('fvd4_8f', decoded, fake, seed=1, **kw(paths))
     assert from_files['value'] == from_memory['value'] and from_files['protocol']['num_real'] == 4
+
+
+def test_cli_with_a_checkpoint(work, tmp_path):
+    "`stylegan-v metrics --network CKPT`: fakes rendered by the generator; results appended to metric-<name>.jsonl beside it."
+    from stylegan_v.checkpoints import save_checkpoint
+    from stylegan_v.metrics.evaluate import cli_main
+    from stylegan_v.networks.generator import Generator
+    d, paths = work
+    torch.manual_seed(0)
+    G = Generator(c_dim=0, w_dim=32, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=256, channel_max=32, num_fp16_res=0), cfg={'z_dim': 32})
+    ckpt = save_checkpoint(tmp_path / 'run' / 'network-snapshot-000000.safetensors', {'G_ema': G})
+    real = write_dataset(tmp_path / 'real', squares(n=4, length=8))
+    argv = ['--real', str(real), '--network', str(ckpt), '--metrics', 'fvd4_8f', '--detector', f"i3d={paths['i3d']}",
+            '--workers', '0', '--device', 'cpu', '--no-cache', '--seed', '3']
+    assert cli_main(argv) == 0
+    line = json.loads((tmp_path / 'run' / 'metric-fvd4_8f.jsonl').read_text().splitlines()[-1])
+    assert line['protocol']['fake']['kind'] == 'generator' and line['protocol']['num_fake'] == 4 and line['value'] > 0
+    direct = compute_metric('fvd4_8f', real, G=G, seed=3, **kw(paths))
+    assert direct['value'] == line['value']
