@@ -258,3 +258,29 @@ def test_cli_with_a_checkpoint(work, tmp_path):
     assert line['protocol']['fake']['kind'] == 'generator' and line['protocol']['num_fake'] == 4 and line['value'] > 0
     direct = compute_metric('fvd4_8f', real, G=G, seed=3, **kw(paths))
     assert direct['value'] == line['value']
+
+
+def test_kid_is_and_video_is(work, tmp_path):
+    "The other families end to end: KID (generator frames, 16 per video), image IS and video IS (C3D-style stand-in)."
+    from stylegan_v.metrics.detectors import StandInVideoDetector
+    from stylegan_v.metrics.features import GeneratorVideos, open_source, frame_view
+    from stylegan_v.networks.generator import Generator
+    d, paths = work
+    c3d = save_standin(StandInVideoDetector(dim=101, probs_only=True, seed=3), tmp_path / 'c3d.pt')
+    torch.manual_seed(0)
+    G = Generator(c_dim=0, w_dim=32, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=256, channel_max=32, num_fp16_res=0), cfg={'z_dim': 32})
+    real = squares(n=3, length=16)
+    kid = compute_metric('kid40_full', real, G=G, seed=1, **kw(paths))
+    p = kid['protocol']
+    assert (p['num_real'], p['num_fake'], p['num_real_requested']) == (48, 40, 1_000_000)
+    # the same number from the features directly: 40 generated frames = videos 0, 1, 2 (16 frames each), cut at 40
+    det = load_detector('inception', paths)
+    fake_frames = GeneratorVideos(G.eval(), 16, 1, seed=1).render([0, 1, 2]).flatten(0, 1)[:40]
+    real_frames = torch.from_numpy(real).flatten(0, 1)
+    feats = lambda x: det.features(x, dict(return_features=True), 2048).detach().numpy()
+    assert abs(kid['value'] - kernel_distance(feats(fake_frames), feats(real_frames), 100, 1000, seed=1)) <= 1e-6 * abs(kid['value'])
+    is_ = compute_metric('is20', None, squares(n=2, length=16), **kw(paths))
+    assert 1 <= is_['value'] <= 1008 and set(is_['results']) == {'is20_mean', 'is20_std'} and is_['protocol']['num_fake'] == 20
+    isv = compute_metric('isv20_ucf', None, squares(n=20, length=16), **kw({'c3d': str(c3d)}))
+    assert 1 <= isv['value'] <= 101 and isv['std'] >= 0 and isv['protocol']['num_frames'] == 16
