@@ -198,3 +198,29 @@ def test_precision_memory_format_and_compile_switches_train_on_cpu(tmp_path, dat
     assert s['steps'] == 2 and all(math.isfinite(v) for k, v in s['stats'].items() if k.startswith('Loss/'))
     _, tensors = read_checkpoint(find_snapshots(tmp_path / 'run')[-1])
     assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.startswith('G.'))   # stored as fp32 either way
+
+
+def test_unloadable_metric_detector_is_refused_before_training(tmp_path, data16, monkeypatch):
+    monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))   # no detector there, and no network
+    with pytest.raises(Exception, match=r'metric fvd64_16f needs the i3d detector, which could not be loaded .*metrics.metrics=\[\]'):
+        run_training(tiny_plan(data16, metrics=['fvd64_16f']), tmp_path / 'run', log=lambda *a: None)
+    assert not (tmp_path / 'run' / 'stats.jsonl').exists()
+
+
+def test_metrics_at_snapshots_keep_last_and_best(tmp_path, data16, monkeypatch):
+    from stylegan_v.generate import best_snapshot
+    from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
+    monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))
+    i3d = save_standin(StandInVideoDetector(), tmp_path / 'i3d_standin.pt')
+    plan = tiny_plan(data16, kimg=3 * FRAMES_PER_STEP / 1000, snap=1, keep_last=1, metrics=['fvd8_4f'], best_metric='fvd8_4f',
+                     metric_kwargs={'detectors': {'i3d': str(i3d)}, 'num_workers': 0})
+    run_training(plan, tmp_path / 'run', log=lambda *a: None)
+    lines = [json.loads(l) for l in (tmp_path / 'run' / 'metric-fvd8_4f.jsonl').read_text().splitlines()]
+    assert [l['snapshot'] for l in lines] == [snapshot_name(n * FRAMES_PER_STEP) for n in (1, 2, 3)]
+    assert all(math.isfinite(l['value']) and l['metric'] == 'fvd8_4f' for l in lines)
+    best = min(lines, key=lambda l: l['value'])['snapshot']
+    kept = {p.name for p in find_snapshots(tmp_path / 'run')}
+    assert kept == {best, snapshot_name(3 * FRAMES_PER_STEP)}                       # the last one and the best one
+    assert best_snapshot(tmp_path / 'run', 'fvd8_4f')[0].name == best             # what `generate --networks-dir` picks
+    stats = [json.loads(l) for l in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()]
+    assert [s['Metrics/fvd8_4f'] for s in stats] == [l['value'] for l in lines]
