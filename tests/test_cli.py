@@ -66,11 +66,18 @@ def test_console_script_exit_code_and_debug(tmp_path):
     r = run(['demo', '-o', tmp_path / 'run', 'resolution=abc'], cwd=tmp_path)
     assert (r.returncode, r.stderr.count('\n'), r.stdout) == (2, 1, ''), r.stderr
     assert r.stderr.startswith('stylegan-v demo: error: ') and 'Traceback' not in r.stderr
-    for extra, env in (([], {'STYLEGAN_V_DEBUG': '1'}), (['--debug'], {})):
-        r = run(['convert', tmp_path / 'missing.pkl', tmp_path / 'out.safetensors', *extra], cwd=tmp_path, **env)
-        assert r.returncode == 2 and 'Traceback' in r.stderr
-        assert r.stderr.rstrip().splitlines()[-1].startswith('stylegan-v convert: error:')
+    r = run(['convert', tmp_path / 'missing.pkl', tmp_path / 'out.safetensors', '--debug'], cwd=tmp_path)
+    assert r.returncode == 2 and 'Traceback' in r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith('stylegan-v convert: error:')
     assert not (tmp_path / 'run').exists() and not (tmp_path / 'out.safetensors').exists()
+
+
+def test_debug_environment_variable(tmp_path, capsys, monkeypatch):
+    from stylegan_v.cli import main
+    monkeypatch.setenv('STYLEGAN_V_DEBUG', '1')
+    assert main(['convert', str(tmp_path / 'missing.pkl'), str(tmp_path / 'out.safetensors')]) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' in err and err.rstrip().splitlines()[-1].startswith('stylegan-v convert: error:')
 
 
 def test_help_shows_defaults(capsys):
