@@ -62,7 +62,7 @@ def setup(tmp_path_factory):
 def test_projection_reconstructs_and_moves(setup):
     d, G, target, lpips = setup
     torch.manual_seed(0)
-    proj = project_video(G, target, lpips, ProjectionConfig(num_steps=400), progress=False)
+    proj = project_video(G, target, lpips, ProjectionConfig(), progress=False)  # the defaults (500 steps)
     m = projection_metrics(G, proj, target, lpips)
     assert min(m['psnr']) >= 30, m['psnr']
     assert abs(m['motion_ratio'] - 1) <= 0.2, m['motion_ratio']
