@@ -11,7 +11,6 @@ import os
 import typing
 from pathlib import Path
 
-import yaml
 from fastcore.basics import patch
 
 from .core import Config, ConfigError
@@ -41,9 +40,10 @@ class SamplingConfig(Config):
 
     def network_dict(self, max_num_frames: int = 1024, fps: int = 25) -> dict:
         "The original's `sampling` node as G and D receive it in their `cfg` (with the dataset's frame cap and fps)."
-        keys = (['total_dists', 'max_dist'] if self.type == 'random' else ['dists_between_frames', 'max_dist_between_frames'])
+        keys = ('total_dists', 'max_dist') if self.type == 'random' else ('dists_between_frames', 'max_dist_between_frames')
+        plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v
         return {'num_frames_per_video': self.num_frames_per_video, 'max_num_frames': max_num_frames, 'fps': fps,
-                'type': self.type, **{k: list(v) if isinstance(v, (list, tuple)) else v for k in keys for v in [getattr(self, k)]}}
+                'type': self.type, **{k: plain(getattr(self, k)) for k in keys}}
 
 # %% ../nbs/00a_config.ipynb #eb53a8a0
 @dataclasses.dataclass
