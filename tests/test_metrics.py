@@ -258,6 +258,9 @@ def test_cli_with_a_checkpoint(work, tmp_path):
     assert line['protocol']['fake']['kind'] == 'generator' and line['protocol']['num_fake'] == 4 and line['value'] > 0
     direct = compute_metric('fvd4_8f', real, G=G, seed=3, **kw(paths))
     assert direct['value'] == line['value']
+    two = compute_metric('fvd4_8f', real, G=G, seed=3, num_runs=2, **kw(paths))  # runs use seeds 3 and 4
+    assert two['runs'][0] == direct['value'] and two['runs'][1] != two['runs'][0]
+    assert two['value'] == np.mean(two['runs']) and two['std'] == np.std(two['runs']) and 'fvd4_8f_run02' in two['results']
 
 
 def test_kid_is_and_video_is(work, tmp_path):
