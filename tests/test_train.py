@@ -192,7 +192,7 @@ def test_cli_trains_resumes_and_runs_the_notebook(tmp_path, data16, capsys):
 
 @pytest.mark.parametrize('switch', [{'dtype': 'bf16'}, {'channels_last': True}, {'dtype': 'fp16'},
     pytest.param({'compile': True}, marks=pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
-                                                             reason='slow (torch.compile of G on the CPU): set STYLEGAN_V_SLOW=1'))])
+                                                             reason='slow (torch.compile of G on the CPU took 570 s here): set STYLEGAN_V_SLOW=1'))])
 def test_precision_memory_format_and_compile_switches_train_on_cpu(tmp_path, data16, switch):
     s = run_training(tiny_plan(data16, kimg=2 * FRAMES_PER_STEP / 1000, snap=100, **switch), tmp_path / 'run', log=lambda *a: None)
     assert s['steps'] == 2 and all(math.isfinite(v) for k, v in s['stats'].items() if k.startswith('Loss/'))
