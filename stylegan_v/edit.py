@@ -259,15 +259,15 @@ def _parser():
     src.add_argument('--seed', type=int, help='draw content and motion from this seed (default 0 without --codes)')
     add_outdir(p); add_force(p)
     p.add_argument('--clip-model', default=DEFAULT_CLIP_MODEL, help='open_clip model name, or a .json model config')
-    p.add_argument('--clip-weights', default=DEFAULT_CLIP_WEIGHTS, help='weights file, URL or open_clip pretrained tag')
-    p.add_argument('--steps', type=int, default=EditConfig.num_steps)
-    p.add_argument('--lr', type=float, default=EditConfig.lr)
-    p.add_argument('--l2-weight', type=float, default=EditConfig.l2_weight)
+    p.add_argument('--clip-weights', default=DEFAULT_CLIP_WEIGHTS, help="weights file, URL or open_clip pretrained tag (OpenAI files need a '-quickgelu' model name)")
+    p.add_argument('--steps', type=int, default=EditConfig.num_steps, help='optimisation steps')
+    p.add_argument('--lr', type=float, default=EditConfig.lr, help='Adam learning rate (with the projector\'s ramp)')
+    p.add_argument('--l2-weight', type=float, default=EditConfig.l2_weight, help='weight of |w - w_orig|^2 (larger: subtler edit)')
     p.add_argument('--id-weight', type=float, default=0.0, help='identity loss weight (needs --id-weights)')
     p.add_argument('--id-weights', metavar='PATH', help='IR-SE50 weights (model_ir_se50.pth), file or URL')
     p.add_argument('--num-frames', type=int, help='frames to render (default: the codes\' frames, or 16)')
-    p.add_argument('--fps', type=float, default=25)
-    p.add_argument('--device', default='auto')
+    p.add_argument('--fps', type=float, default=25, help='frame rate of the written videos')
+    p.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda'")
     return p
 
 # %% ../nbs/12_clip_editing.ipynb #5f4386fa
