@@ -196,6 +196,7 @@ class EditResult:
     best_step: int
 
 # %% ../nbs/12_clip_editing.ipynb #ae4dd42c
+@torch.enable_grad()  # also inside a caller's no_grad block
 def edit_content(G, content_w: torch.Tensor, motion, prompt: str, clip: Clip, cfg: EditConfig | None = None,
                  frame_times=None, id_net: IRSE | None = None, progress: bool = True) -> EditResult:
     "Optimise the content code (`[1, n, w_dim]`) so the video (moving with the untouched `motion`) matches `prompt`."

@@ -147,6 +147,7 @@ def _target_tensor(G, target, device) -> torch.Tensor:
     return target.to(device).permute(0, 3, 1, 2).float().sub(128).div(127.5)
 
 # %% ../nbs/11_projection.ipynb #81a06f3c
+@torch.enable_grad()  # also inside a caller's no_grad block
 def project_video(G, target, lpips: torch.nn.Module, cfg: ProjectionConfig | None = None, frame_times=None,
                   progress: bool = True) -> Projection:
     "Fit one content code and the motion noise to a clip (uint8 `[T, H, W, 3]` at times `frame_times`, default 0..T-1)."
