@@ -84,3 +84,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(expected {COMMANDS[ns.command][0]})", file=sys.stderr)
         return 2
     return int(fn(argv[1:]) or 0)
+
+# %% ../nbs/08_cli.ipynb #6586afa1
+#| eval: false
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m stylegan_v.cli`

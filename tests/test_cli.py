@@ -90,7 +90,7 @@ def test_help_shows_defaults(capsys):
 
 
 def test_ctrl_c_prints_interrupted_exit_130(tmp_path):
-    proc = subprocess.Popen(CMD + ['demo', '-o', str(tmp_path / 'run'), 'resolution=32', 'num_videos=4', 'num_frames=8'],
+    proc = subprocess.Popen(CMD + ['demo', '-o', str(tmp_path / 'run'), 'resolution=16', 'num_videos=4', 'kimg=0.1'],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, 'STYLEGAN_V_DEBUG': ''})
     deadline = time.time() + 90
