@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up (or refresh) .venv, then run the most complete end-to-end run the workbench has
-# (`stylegan-v demo`: built-in data -> loader -> G and D -> safe checkpoint -> sample videos).
+# (`stylegan-v demo`: built-in data -> a few minutes of StyleGAN-V training on the CPU -> learning numbers, a safe
+# checkpoint of the trained G_ema, a sample video grid + PNG frame strip, a content/motion decomposition video and a
+# loss plot; it prints where each is). Extra arguments go to the demo as key=value fields (e.g. kimg=0.5).
 # Output goes to ${1:-runs_out/demo}. When the reference data sits beside the repository, the demo also renders
 # from the original implementation's snapshot pickle (loaded without executing its code).
 set -euo pipefail
@@ -14,4 +16,6 @@ stylegan-v info
 extra=()
 fixture=${STYLEGAN_V_SHARED:-$root/../shared}/parity/config_a/fixture.pkl
 [ -f "$fixture" ] && extra=(--checkpoint "$fixture")
-stylegan-v demo --outdir "${1:-runs_out/demo}" "${extra[@]}"
+outdir=${1:-runs_out/demo}
+[ $# -gt 0 ] && shift
+stylegan-v demo --outdir "$outdir" "${extra[@]}" "$@"
