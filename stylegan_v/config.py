@@ -17,7 +17,7 @@ from .core import Config, ConfigError
 
 # %% auto #0
 __all__ = ['POWERS_OF_TWO', 'SamplingConfig', 'ModelConfig', 'DataConfig', 'TrainConfig', 'MetricsConfig', 'RunConfig',
-           'presets_dir', 'preset_names', 'preset', 'load_run_config']
+           'r1_gamma_auto', 'presets_dir', 'preset_names', 'preset', 'load_run_config']
 
 # %% ../nbs/00a_config.ipynb #5048b39c
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # the original's `total_dists` / `dists_between_frames`
@@ -234,13 +234,18 @@ class RunConfig(Config):
         return self.model.discriminator_kwargs(d.resolution, d.c_dim, self.sampling, d.max_num_frames, d.fps, self.train.freezed)
 
 # %% ../nbs/00a_config.ipynb #896b21da
+def r1_gamma_auto(resolution: int, batch: int) -> float:
+    "The `auto` config's R1 weight: 0.0002·res²/batch (batch in videos); the one home of that rule."
+    if resolution <= 0 or batch <= 0: raise ValueError(f"r1_gamma_auto: expected resolution > 0 and batch > 0, got {resolution}, {batch}")
+    return 0.0002 * resolution ** 2 / batch
+
 @patch
 def resolved(self: RunConfig) -> RunConfig:
     "A copy with every `auto` (`None`) training value replaced by the original's rule for this resolution and batch."
     t, res = self.train, self.data.resolution
     train = dataclasses.replace(t,
         lr=t.lr if t.lr is not None else (0.002 if res >= 1024 else 0.0025),
-        r1_gamma=t.r1_gamma if t.r1_gamma is not None else 0.0002 * res ** 2 / t.batch_size,
+        r1_gamma=t.r1_gamma if t.r1_gamma is not None else r1_gamma_auto(res, t.batch_size),
         ema_kimg=t.ema_kimg if t.ema_kimg is not None else t.batch_size * 10 / 32)
     return dataclasses.replace(self, train=train)
 

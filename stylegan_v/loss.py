@@ -17,14 +17,11 @@ import torch.nn.functional as F
 from .core import assert_shape
 
 # %% auto #0
-__all__ = ['PHASES', 'r1_gamma_auto', 'StyleGANVLoss', 'lazy_adam', 'Phase', 'phase_plan', 'phases_due', 'sanitize_grads',
-           'run_phase', 'ema_beta', 'update_ema']
+__all__ = ['PHASES', 'StyleGANVLoss', 'lazy_adam', 'Phase', 'phase_plan', 'phases_due', 'sanitize_grads', 'run_phase', 'ema_beta',
+           'update_ema']
 
 # %% ../nbs/04a_loss.ipynb #ef4b1f2c
-def r1_gamma_auto(resolution: int, batch: int) -> float:
-    "The `auto` config's R1 weight: 0.0002·res²/batch."
-    if resolution <= 0 or batch <= 0: raise ValueError(f"r1_gamma_auto: expected resolution > 0 and batch > 0, got {resolution}, {batch}")
-    return 0.0002 * resolution ** 2 / batch
+from .config import r1_gamma_auto  # defined with the run config, which resolves `auto` with it
 
 # %% ../nbs/04a_loss.ipynb #c8a9c7aa
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')

@@ -32,7 +32,7 @@ from .augment import augment_setup
 from .loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, sanitize_grads, update_ema
 from . import distributed as sdist
 from .cliutils import add_outdir, add_overrides, command_parser, run_command
-from .config import RunConfig, load_run_config
+from .config import RunConfig, load_run_config, r1_gamma_auto
 
 # %% auto #0
 __all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'RUN_FILE', 'counter_seed', 'seed_from_counters',
@@ -153,7 +153,7 @@ def resolve_spec(cfg: str, resolution: int, batch: int | None = None, num_gpus: 
     if cfg == 'auto':
         mb = 64 if batch is None else batch
         spec = dict(batch=mb, mbstd=min(mb // num_gpus, 4), fmaps=1 if resolution >= 512 else 0.5,
-                    lr=0.002 if resolution >= 1024 else 0.0025, r1_gamma=0.0002 * resolution ** 2 / mb,
+                    lr=0.002 if resolution >= 1024 else 0.0025, r1_gamma=r1_gamma_auto(resolution, mb),
                     ema_kimg=mb * 10 / 32, ema_rampup=0.05, map=2)
     elif cfg in CFG_SPECS:
         mb, mbstd, fmaps, lr, gamma, ema, ramp, mapping = CFG_SPECS[cfg]

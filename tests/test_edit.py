@@ -11,23 +11,11 @@ from safetensors.torch import save_file  # noqa: E402
 
 from stylegan_v.checkpoints import save_checkpoint  # noqa: E402
 from stylegan_v.edit import OUTPUTS, EditConfig, IRSE, cli_main, edit_content, load_clip  # noqa: E402
-from stylegan_v.networks.generator import Generator  # noqa: E402
+from tiny_models import tiny_generator  # noqa: E402
 from stylegan_v.project import load_codes  # noqa: E402
 
 TINY_CLIP = {'embed_dim': 32, 'vision_cfg': {'image_size': 32, 'layers': 1, 'width': 32, 'patch_size': 8, 'head_width': 16},
              'text_cfg': {'context_length': 16, 'vocab_size': 49408, 'width': 32, 'heads': 2, 'layers': 1}}
-
-
-def tiny_generator():
-    torch.manual_seed(0)
-    cfg = {'z_dim': 32, 'w_dim': 32, 'motion': {'z_dim': 32, 'v_dim': 32, 'motion_z_distance': 4},
-           'time_enc': {'dim': 16, 'min_period_len': 4, 'max_period_len': 64}, 'sampling': {'max_num_frames': 16}}
-    G = Generator(c_dim=0, w_dim=32, img_resolution=16, img_channels=3, mapping_kwargs={'num_layers': 2},
-                  synthesis_kwargs={'channel_base': 256, 'channel_max': 32, 'num_fp16_res': 0, 'conv_clamp': None}, cfg=cfg)
-    with torch.no_grad():  # a random G's frames are mostly clipped (no gradient); scaled ToRGB weights keep them inside
-        for name, p in G.named_parameters():
-            if 'torgb.weight' in name: p.mul_(0.3)
-    return G.eval().requires_grad_(False)
 
 
 @pytest.fixture(scope='module')

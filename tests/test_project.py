@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from stylegan_v.checkpoints import save_checkpoint
 from stylegan_v.data.video import to_uint8, write_video
-from stylegan_v.networks.generator import Generator
+from tiny_models import tiny_generator
 from stylegan_v.project import (OUTPUTS, ProjectionConfig, cli_main, load_codes, load_lpips, motion_ratio, project_video,
                                 projection_metrics, psnr, render_projection)
 
@@ -35,24 +35,12 @@ class StandInLPIPS(nn.Module):
         return torch.cat(out, 1)
 
 
-def tiny_generator():
-    torch.manual_seed(0)
-    cfg = {'z_dim': 32, 'w_dim': 32, 'motion': {'z_dim': 32, 'v_dim': 32, 'motion_z_distance': 4},
-           'time_enc': {'dim': 16, 'min_period_len': 4, 'max_period_len': 64}, 'sampling': {'max_num_frames': 16}}
-    G = Generator(c_dim=0, w_dim=32, img_resolution=RESOLUTION, img_channels=3, mapping_kwargs={'num_layers': 2},
-                  synthesis_kwargs={'channel_base': 256, 'channel_max': 32, 'num_fp16_res': 0, 'conv_clamp': None}, cfg=cfg)
-    with torch.no_grad():  # a random G's frames are mostly clipped; scaled ToRGB weights keep them inside [-1, 1]
-        for name, p in G.named_parameters():
-            if 'torgb.weight' in name: p.mul_(0.3)
-    return G.eval().requires_grad_(False)
-
-
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp('project')
     torch.manual_seed(0)
     torch.jit.script(StandInLPIPS().eval()).save(str(d / 'lpips.pt'))
-    G = tiny_generator()
+    G = tiny_generator(RESOLUTION)
     with torch.no_grad():
         clip = G.render(G.sample_content(1, seed=1), G.sample_motion(1, seed=2), torch.arange(float(NUM_FRAMES)))[0]
     target = to_uint8(clip, channels_last=True)
