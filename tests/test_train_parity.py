@@ -18,7 +18,8 @@ from stylegan_v.loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, run_
 from stylegan_v.networks.discriminator import Discriminator
 from stylegan_v.networks.generator import Generator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from stylegan_v.core import shared_dir  # noqa: E402
+
 FILES = ('config.json', 'G_state.pt', 'D_state.pt', 'inputs.pt', 'phases.pt', 'step.pt', 'augment.pt')
 TERM_RTOL = 1e-5      # loss terms, relative
 GRAD_OWN, GRAD_PHASE = 1e-4, 1e-5   # per-tensor bound: 1e-4 * own max |g| + 1e-5 * largest |g| of the phase
@@ -28,7 +29,7 @@ AUG_TOL = 1e-5        # augmentation outputs: 1e-5 * max(1, max |expected|)
 
 @pytest.fixture(scope='module')
 def fixture_dir() -> Path:
-    path = Path(os.environ.get('STYLEGAN_V_TRAIN_PARITY', REPO_ROOT.parent / 'shared' / 'train-parity' / 'config_a'))
+    path = Path(os.environ.get('STYLEGAN_V_TRAIN_PARITY', shared_dir() / 'train-parity' / 'config_a'))  # shared_dir honours $STYLEGAN_V_SHARED
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         msg = f"training-parity fixture {path} lacks {', '.join(missing)} (set STYLEGAN_V_TRAIN_PARITY)"
