@@ -30,8 +30,8 @@ from .data.layout import encode_frame
 # %% auto #0
 __all__ = ['FORMATS', 'SAMPLING_KEYS', 'parse_seeds', 'frame_times', 'seed_z', 'class_labels', 'content_codes',
            'motion_embedding', 'VideoChunk', 'render_chunk', 'generate_videos', 'videos_array', 'video_grid',
-           'decomposition_seeds', 'FrameFolderSink', 'open_sink', 'output_name', 'write_videos', 'best_snapshot',
-           'load_generator', 'regenerate_argv', 'generate', 'cli_main']
+           'decomposition_seeds', 'FrameFolderSink', 'open_sink', 'output_name', 'write_videos', 'higher_is_better',
+           'best_snapshot', 'load_generator', 'regenerate_argv', 'generate', 'cli_main']
 
 # %% ../nbs/05_generate.ipynb #cfe0112d
 def parse_seeds(spec: str | int | typing.Iterable[int]) -> list[int]:
@@ -279,6 +279,10 @@ def write_videos(chunks: typing.Iterable[VideoChunk], sink_for: typing.Callable,
     return written
 
 # %% ../nbs/05_generate.ipynb #17ce5d6e
+def higher_is_better(metric: str) -> bool:
+    "Inception scores grow with quality; distances (FVD, FID, KID) shrink: the one rule for \"best\"."
+    return metric.startswith('is')
+
 def best_snapshot(run_dir, metric: str = 'fvd2048_16f', mode: str = 'auto') -> tuple[Path, dict]:
     "The snapshot of `run_dir` with the best `metric` value (from `metric-<metric>.jsonl`), and that line."
     run_dir = Path(run_dir)
@@ -287,7 +291,7 @@ def best_snapshot(run_dir, metric: str = 'fvd2048_16f', mode: str = 'auto') -> t
     if not path.is_file():
         have = sorted(p.name[7:-6] for p in run_dir.glob('metric-*.jsonl'))
         raise FileNotFoundError(f"{path} does not exist; metrics logged in {run_dir}: {', '.join(have) or 'none'}")
-    if mode == 'auto': mode = 'max' if metric.startswith('is') else 'min'
+    if mode == 'auto': mode = 'max' if higher_is_better(metric) else 'min'
     if mode not in ('min', 'max'): raise UsageError(f"metric mode: expected 'min', 'max' or 'auto', got {mode!r}")
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):

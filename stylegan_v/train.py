@@ -27,7 +27,7 @@ from .core import Config, ConfigError, UsageError, atomic_path, atomic_write_byt
 from .checkpoints import CheckpointError, build_network, load_checkpoint, read_checkpoint, save_checkpoint, checkpoint_kind
 from .data.dataset import VideoDataset, sample_fake_conditions
 from .data.video import to_uint8, write_video
-from .generate import video_grid
+from .generate import higher_is_better, video_grid
 from .augment import augment_setup
 from .loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, sanitize_grads, update_ema
 from . import distributed as sdist
@@ -40,11 +40,11 @@ __all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'RUN_FILE
            'remove_partials', 'resolve_spec', 'apply_precision', 'TrainPlan', 'TrainingDiverged', 'Trainer',
            'open_training_dataset', 'fp32_forward', 'make_augment', 'next_rounds', 'train_step', 'clip_loader',
            'training_record', 'save_snapshot', 'load_snapshot', 'tiny_model_kwargs', 'snapshot_grid', 'write_grid',
-           'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog', 'tick_stats', 'higher_is_better',
-           'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot', 'check_metrics',
-           'take_snapshot', 'run_training', 'LoopConfig', 'apply_cfg_spec', 'plan_from_run_config', 'train',
-           'split_overrides', 'config_from_args', 'cli_main', 'template_path', 'run_notebook', 'load_stats',
-           'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
+           'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog', 'tick_stats', 'best_by_metric',
+           'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot', 'check_metrics', 'take_snapshot',
+           'run_training', 'LoopConfig', 'apply_cfg_spec', 'plan_from_run_config', 'train', 'split_overrides',
+           'config_from_args', 'cli_main', 'template_path', 'run_notebook', 'load_stats', 'plot_training',
+           'demo_train_config', 'clip_features', 'learning_evidence']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -536,10 +536,6 @@ def tick_stats(self: Trainer) -> dict:
     out = {k: s / n for k, (s, n) in sorted(merged.items())}
     if self.augment_pipe is not None: out['Progress/augment'] = float(self.augment_pipe.p)
     return out
-
-def higher_is_better(metric: str) -> bool:
-    "Inception scores grow with quality; distances (FVD, FID, KID) shrink."
-    return metric.startswith('is')
 
 def best_by_metric(run_dir: Path, metric: str) -> Path | None:
     "The existing snapshot of `run_dir` with the best `metric` in `metric-<metric>.jsonl` (None if none is logged)."
