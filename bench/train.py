@@ -33,19 +33,19 @@ def child(args):
     tmp = Path(tempfile.mkdtemp(prefix='bench-train-'))
     res = 32 if args.one == 'demo' else args.res
     data = default_synthetic_dataset(32, 32, res, root=Path(args.cache) / 'data')
-    rc, loop = demo_train_config(data, resolution=res)
+    rc = demo_train_config(data, resolution=res)
     if args.one != 'demo':
         rc = rc.override([f'train.batch_size={args.batch}', 'model.z_dim=512', 'model.w_dim=512', 'model.motion_z_dim=512',
                           'model.time_enc_dim=256', 'model.time_enc_min_period_len=16', 'model.time_enc_max_period_len=1024',
                           'model.fmaps=0.5', 'model.channel_max=512', 'model.concat_res=16', 'train.r1_gamma=0.2048'])
     frames_per_step = rc.train.batch_size * rc.sampling.num_frames_per_video
     kimg = (args.steps + 1) * frames_per_step / 1000
-    loop = loop.override([f'kimg={kimg}', f'kimg_per_tick={frames_per_step / 1000}', 'progress=false', 'grid_videos=1',
-                          'grid_frames=2', f'device={args.device}', f'dtype={args.dtype}',
-                          f'channels_last={str(args.channels_last).lower()}', f'compile={str(args.compile).lower()}'] +
-                         (['modconv=per_video'] if args.one == 'per_video' else ['modconv=nonfused'] if args.one == 'original' else []))
-    rc = rc.override(['train.snap=100000'])
-    plan = plan_from_run_config(rc, loop)
+    rc = rc.override([f'train.kimg={kimg}', f'train.kimg_per_tick={frames_per_step / 1000}', 'train.progress=false',
+                      'train.grid_videos=1', 'train.grid_frames=2', f'train.device={args.device}', f'train.dtype={args.dtype}',
+                      f'train.channels_last={str(args.channels_last).lower()}', f'train.compile={str(args.compile).lower()}',
+                      'train.snap=100000'] +
+                     (['train.modconv=per_video'] if args.one == 'per_video' else ['train.modconv=nonfused'] if args.one == 'original' else []))
+    plan = plan_from_run_config(rc)
     ctx = contextlib.nullcontext()
     if args.one == 'original':  # every bias_act / upfirdn2d call on the plain-PyTorch reference, as the original on a CPU
         import stylegan_v.ops.bias_act as ba, stylegan_v.ops.upfirdn2d as ud

@@ -16,8 +16,8 @@ from fastcore.basics import patch
 from .core import Config, ConfigError
 
 # %% auto #0
-__all__ = ['POWERS_OF_TWO', 'SamplingConfig', 'ModelConfig', 'DataConfig', 'TrainConfig', 'MetricsConfig', 'RunConfig',
-           'r1_gamma_auto', 'presets_dir', 'preset_names', 'preset', 'load_run_config']
+__all__ = ['POWERS_OF_TWO', 'METRIC_SETS', 'SamplingConfig', 'ModelConfig', 'DataConfig', 'TrainConfig', 'MetricsConfig',
+           'RunConfig', 'r1_gamma_auto', 'presets_dir', 'preset_names', 'preset', 'load_run_config']
 
 # %% ../nbs/00a_config.ipynb #5048b39c
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # the original's `total_dists` / `dists_between_frames`
@@ -175,7 +175,7 @@ class DataConfig(Config):
 @dataclasses.dataclass
 class TrainConfig(Config):
     "Optimisation and bookkeeping; `None` means the original's `auto` rule (resolved by `RunConfig.resolved`)."
-    kimg: int = 25000                    # length in thousands of *frames* shown to D (spec §0.2)
+    kimg: float = 25000                  # length in thousands of *frames* shown to D (spec §0.2); fractions allowed
     batch_size: int = 64                 # videos per step, over all GPUs
     batch_gpu: typing.Optional[int] = None  # videos per GPU per accumulation round; None: batch_size / num_gpus
     lr: typing.Optional[float] = None    # None: 0.0025 (0.002 at 1024 px)
@@ -194,22 +194,38 @@ class TrainConfig(Config):
     p: typing.Optional[float] = None     # augment probability for aug='fixed'
     video_consistent_aug: bool = True
     freezed: int = 0                     # Freeze-D: layers of D not trained
-    kimg_per_tick: int = 5
+    kimg_per_tick: float = 5
     snap: int = 200                      # ticks between snapshots (and metric evaluations)
     seed: int = 0
     num_workers: int = 3
-    resume: typing.Optional[str] = None
+    resume: typing.Optional[str] = None  # 'latest' or a network-snapshot-*.safetensors
+    cfg: str = 'auto'                    # the original's spec: auto | stylegan2 | paper256 | paper512 | paper1024 | cifar
+    dtype: typing.Optional[str] = None   # 'fp32' | 'fp16' (top-4 blocks + conv_clamp) | 'bf16' (autocast); None: fp32 if model.fp32
+    channels_last: bool = False          # G and D memory format
+    compile: bool = False                # torch.compile of G's mapping and synthesis
+    modconv: typing.Optional[str] = None # G's modulated-conv path: 'per_video', 'nonfused'; None: per_video on a CPU, G's own on a GPU
     allow_tf32: bool = False
     nobench: bool = False
+    keep_last: int = 5                   # snapshots kept besides the best one (0: keep all)
+    grid_videos: int = 8                 # videos per half of the snapshot grid
+    grid_frames: int = 16                # frames of the snapshot grid video
+    device: str = 'auto'                 # 'auto', 'cpu', 'cuda' (a torchrun job: each rank its LOCAL_RANK's GPU)
+    progress: bool = True                # tqdm bar on rank 0
 
 # %% ../nbs/00a_config.ipynb #ae5e63bc
+METRIC_SETS = {'paper': ['fvd2048_16f', 'fvd2048_128f', 'fvd2048_128f_subsample8f', 'fid50k_full']}  # the original's training.metrics
+
 @dataclasses.dataclass
 class MetricsConfig(Config):
-    "Which metrics a run computes at its snapshots (the original's `training.metrics`) and how."
-    metrics: typing.List[str] = dataclasses.field(
-        default_factory=lambda: ['fvd2048_16f', 'fvd2048_128f', 'fvd2048_128f_subsample8f', 'fid50k_full'])
+    "Which metrics a run computes at its snapshots and how: one FVD by default; `metrics=[paper]` is the original's four."
+    metrics: typing.List[str] = dataclasses.field(default_factory=lambda: ['fvd2048_16f'])
     num_runs: int = 1
-    detector_cache: typing.Optional[str] = None  # None: the download cache (`core.cache_dir`)
+    detectors: typing.Dict[str, str] = dataclasses.field(default_factory=dict)  # NAME: file or URL, e.g. {i3d: /models/i3d.pt}
+    best_metric: typing.Optional[str] = None  # keep the snapshot that is best by this metric; None: the first metric
+
+    def names(self) -> list[str]:
+        "The metric names, with the named sets (`paper`) expanded."
+        return [m for name in self.metrics for m in METRIC_SETS.get(name, [name])]
 
 # %% ../nbs/00a_config.ipynb #5c166d1d
 @dataclasses.dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .core import Config, UsageError, seed_everything, atomic_write_bytes
-from .config import ModelConfig, SamplingConfig
+from .config import ModelConfig, RunConfig, SamplingConfig
 from .cliutils import command_parser, add_outdir, add_overrides, run_command
 from .data.layout import encode_frame
 from .data.video import write_video
@@ -87,12 +87,11 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     return cfg
 
 # %% ../nbs/09_demo.ipynb #61be4389
-def demo_run_config(cfg: DemoConfig, data) -> tuple:
-    "The `RunConfig` and `LoopConfig` the demo trains with: `demo_train_config` plus the demo's length, batch and seed."
-    rc, loop = demo_train_config(data, resolution=cfg.resolution, kimg=cfg.kimg, channels=cfg.channels)
-    rc = rc.override([f'train.batch_size={cfg.batch_size}', f'train.seed={cfg.seed}', f'data.fps={cfg.fps}',
-                      f'model.mbstd_group_size={min(4, cfg.batch_size)}'])
-    return rc, loop.override([f'grid_videos={cfg.sample_videos}'])
+def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
+    "The `RunConfig` the demo trains with: `demo_train_config` plus the demo's length, batch and seed."
+    rc = demo_train_config(data, resolution=cfg.resolution, kimg=cfg.kimg, channels=cfg.channels)
+    return rc.override([f'train.batch_size={cfg.batch_size}', f'train.seed={cfg.seed}', f'data.fps={cfg.fps}',
+                        f'model.mbstd_group_size={min(4, cfg.batch_size)}', f'train.grid_videos={cfg.sample_videos}'])
 
 def _fresh_run_dir(run_dir: Path) -> Path:
     "Remove the previous demo's training run in `run_dir` (refusing a folder that holds something else)."
@@ -130,13 +129,13 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     data = default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=out / 'data')
     log(f"[1/6] dataset: {data} ({cfg.num_videos} videos x {cfg.num_frames} frames at {cfg.resolution}px)")
 
-    rc, loop = demo_run_config(cfg, data)
+    rc = demo_run_config(cfg, data)
     evidence = {}
     if cfg.evidence_clips:
-        plan = plan_from_run_config(rc, loop)
+        plan = plan_from_run_config(rc)
         evidence['init'] = learning_evidence(Trainer(plan).G_ema, open_training_dataset(plan), num_clips=cfg.evidence_clips)
     t_train = time.time()
-    run = train(rc, _fresh_run_dir(out / 'train'), loop, log=lambda *a: None)
+    run = train(rc, _fresh_run_dir(out / 'train'), log=lambda *a: None)
     summary['train'] = {'seconds': round(time.time() - t_train, 1), 'steps': run['steps'], 'kimg': run['kimg'],
                         'sec_per_kimg': run['stats'].get('Timing/sec_per_kimg'), 'run_dir': run['run_dir']}
     log(f"[2/6] trained {run['steps']} steps ({run['kimg']:.2f} kimg) in {summary['train']['seconds']}s: {run['run_dir']}")

@@ -42,9 +42,9 @@ __all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'RUN_FILE
            'training_record', 'save_snapshot', 'load_snapshot', 'tiny_model_kwargs', 'snapshot_grid', 'write_grid',
            'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog', 'tick_stats', 'best_by_metric',
            'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot', 'check_metrics', 'take_snapshot',
-           'run_training', 'LoopConfig', 'apply_cfg_spec', 'plan_from_run_config', 'train', 'split_overrides',
-           'config_from_args', 'cli_main', 'template_path', 'run_notebook', 'load_stats', 'plot_training',
-           'demo_train_config', 'clip_features', 'learning_evidence']
+           'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train', 'run_overrides', 'config_from_args',
+           'cli_main', 'template_path', 'run_notebook', 'load_stats', 'plot_training', 'demo_train_config',
+           'clip_features', 'learning_evidence']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -215,7 +215,7 @@ class TrainPlan(Config):
     channels_last: bool = False
     compile: bool = False
     tf32: bool = False
-    modconv: typing.Optional[str] = None            # G's modulated-conv path in training (None: G's own; see the generator)
+    modconv: typing.Optional[str] = None            # G's modulated-conv path in training (None: per_video on a CPU, G's own on a GPU)
     metrics: typing.List[str] = dataclasses.field(default_factory=list)
     metric_kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     best_metric: typing.Optional[str] = None        # keep the snapshot that is best by this metric
@@ -282,8 +282,11 @@ def _build_networks(self: Trainer):
     if plan.dtype == 'bf16':  # mapping and augmentation stay fp32 under autocast, as they always are in the original
         self.G.mapping.forward = fp32_forward(self.G.mapping.forward, dev.type)
         if self.augment_pipe is not None: self.augment_pipe.forward = fp32_forward(self.augment_pipe.forward, dev.type)
+    # G's modulated-conv path in training: as set; by default one modulated weight per video on a CPU (1.1x the step
+    # rate of the per-frame path at 64 px, bench/train_step.py) and G's own (the original's non-fused path) on a GPU
+    self.modconv = plan.modconv or ('per_video' if dev.type == 'cpu' and self.G.synthesis.shares_ws_across_frames else None)
     self.loss = StyleGANVLoss(self.G, self.D, augment_pipe=self.augment_pipe, r1_gamma=plan.r1_gamma, style_mixing_prob=0,
-                              pl_weight=0, video_consistent_aug=True, modconv=plan.modconv)
+                              pl_weight=0, video_consistent_aug=True, modconv=self.modconv)
     # Greg does nothing when pl_weight == 0 (see the top of this notebook); the lazy-reg rescaling above stays
     self.phases = [p for p in phase_plan(plan.G_reg_interval, plan.D_reg_interval) if p.name != 'Greg']
 
@@ -595,21 +598,21 @@ def check_metrics(plan: TrainPlan, device) -> None:
         try: load_detector(det, plan.metric_kwargs.get('detectors'), device=device, progress=False)
         except Exception as e:
             raise UsageError(f"metric {name} needs the {det} detector, which could not be loaded ({str(e).splitlines()[0][:200]}); "
-                             f"train without metrics (metrics.metrics=[]) or give its file (loop.metric_kwargs={{detectors: {{{det}: PATH}}}})") from e
+                             f"train without metrics (metrics.metrics=[]) or give its file (metrics.detectors={{{det}: PATH}})") from e
 
 def take_snapshot(self: Trainer, run_dir: Path, counters: dict) -> tuple[Path | None, dict]:
-    "All processes: check the networks agree; rank 0: snapshot, grid video, metrics, pruning. Returns (snapshot, metrics)."
+    "All processes: check the networks agree, compute the metrics together; rank 0: snapshot, grid video, metric logs, pruning."
     for name in ('G', 'D', 'G_ema'): sdist.check_consistency(getattr(self, name), name, ignore=r'(^|\.)w_avg$')
-    path, metrics = None, {}
+    path = run_dir / snapshot_name(self.counters['cur_nimg'])
     if self.env.is_main:
         kimg = f"{self.counters['cur_nimg'] / 1000:010.3f}"
-        path = self.save_snapshot(run_dir / snapshot_name(self.counters['cur_nimg']), counters)
+        self.save_snapshot(path, counters)
         grid = snapshot_grid(self.G_ema, self.plan.grid_videos, self.plan.grid_frames, self.plan.seed, self.grid_labels())
         write_grid(grid, run_dir / f'videos-{kimg}.mp4', run_dir / f'fakes-{kimg}.png', fps=self.plan.fps)
-        metrics = self.evaluate_snapshot(path)
-        prune_snapshots(run_dir, self.plan.keep_last, self.plan.best_metric)
+    metrics = self.evaluate_snapshot(path)  # every process: the metric pipeline splits the videos over the ranks
+    if self.env.is_main: prune_snapshots(run_dir, self.plan.keep_last, self.plan.best_metric)
     if self.env.distributed: torch.distributed.barrier()
-    return path, metrics
+    return (path if self.env.is_main else None), metrics
 
 Trainer.tick_stats, Trainer.grid_labels, Trainer.write_reals = tick_stats, grid_labels, write_reals
 Trainer.evaluate_snapshot, Trainer.take_snapshot = evaluate_snapshot, take_snapshot
@@ -640,7 +643,7 @@ def run_training(plan: TrainPlan, outdir: str | os.PathLike, resume: str | None 
         trainer = Trainer(plan, env)
         if start is not None: trainer.load_snapshot(start)
         ctr, main = trainer.counters, env.is_main
-        if main: check_metrics(plan, trainer.device)
+        check_metrics(plan, trainer.device)  # every process loads the detectors it will use
         runlog = None
         if main:
             run_dir.mkdir(parents=True, exist_ok=True); remove_partials(run_dir)
@@ -696,24 +699,6 @@ def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | Non
             'stats': last_stats, 'metrics': metrics}
 
 # %% ../nbs/07a_train.ipynb #7436d444
-@dataclasses.dataclass
-class LoopConfig(Config):
-    "The training loop's switches that `RunConfig` does not hold: spec, precision, memory format, compile, kept snapshots, grid."
-    cfg: str = 'auto'                               # 'auto' or a CFG_SPECS name
-    dtype: typing.Optional[str] = None              # 'fp32' | 'fp16' | 'bf16'; None: 'fp32' if model.fp32 else 'fp16'
-    channels_last: bool = False
-    compile: bool = False
-    modconv: typing.Optional[str] = None            # G's modulated-conv path in training: None (G's own), 'per_video', ...
-    kimg: typing.Optional[float] = None             # run length (fractions allowed); None: train.kimg
-    kimg_per_tick: typing.Optional[float] = None    # None: train.kimg_per_tick
-    keep_last: int = 5
-    best_metric: typing.Optional[str] = None        # None: the first metric (if any)
-    grid_videos: int = 8
-    grid_frames: int = 16
-    metric_kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # e.g. {'detectors': {'i3d': PATH}}
-    device: str = 'auto'
-    progress: bool = True
-
 def apply_cfg_spec(rc: RunConfig, cfg: str, num_gpus: int = 1) -> RunConfig:
     "`rc` with the `cfg` spec's values where `rc` leaves them at their defaults, then `auto` values resolved."
     m, t, defaults = rc.model, rc.train, RunConfig()
@@ -730,62 +715,52 @@ def apply_cfg_spec(rc: RunConfig, cfg: str, num_gpus: int = 1) -> RunConfig:
     return dataclasses.replace(rc, model=model, train=train).resolved()
 
 # %% ../nbs/07a_train.ipynb #5b321b16
-def plan_from_run_config(rc: RunConfig, loop: LoopConfig | None = None, num_gpus: int = 1) -> TrainPlan:
-    "The resolved `TrainPlan` of a `RunConfig` (+ `LoopConfig`) for a job of `num_gpus` processes."
-    loop = loop or LoopConfig()
+def plan_from_run_config(rc: RunConfig, num_gpus: int = 1) -> TrainPlan:
+    "The resolved `TrainPlan` of a `RunConfig` for a job of `num_gpus` processes."
     if not rc.data.path: raise ConfigError("no training data: pass --data PATH (or data.path=PATH)")
-    rc = apply_cfg_spec(rc, loop.cfg, num_gpus)
-    t = rc.train
-    dtype = loop.dtype or ('fp32' if rc.model.fp32 else 'fp16')
+    rc = apply_cfg_spec(rc, rc.train.cfg, num_gpus)
+    t, m = rc.train, rc.metrics
+    dtype = t.dtype or ('fp32' if rc.model.fp32 else 'fp16')
     G_kwargs, D_kwargs = rc.generator_kwargs(), rc.discriminator_kwargs()
     if dtype != 'fp16': G_kwargs, D_kwargs = apply_precision(G_kwargs, D_kwargs, dtype)
     if t.aug == 'fixed' and t.p is None: raise ConfigError("train.aug=fixed needs train.p (the augmentation probability)")
-    metrics = list(rc.metrics.metrics)
+    metrics = m.names()
     return TrainPlan(
         data=str(rc.data.path), G_kwargs=G_kwargs, D_kwargs=D_kwargs, sampling=rc.sampling.to_dict(), use_labels=rc.data.labels,
         mirror=rc.data.mirror, max_num_frames=rc.data.max_num_frames, subset=rc.data.subset, num_workers=t.num_workers,
-        cfg=loop.cfg, batch=t.batch_size, batch_gpu=t.batch_gpu, kimg=loop.kimg if loop.kimg is not None else t.kimg,
-        kimg_per_tick=loop.kimg_per_tick if loop.kimg_per_tick is not None else t.kimg_per_tick, snap=t.snap, seed=t.seed,
+        cfg=t.cfg, batch=t.batch_size, batch_gpu=t.batch_gpu, kimg=t.kimg, kimg_per_tick=t.kimg_per_tick, snap=t.snap, seed=t.seed,
         G_lr=t.lr, D_lr=t.lr, betas=list(t.betas), eps=t.eps, G_reg_interval=t.G_reg_interval, D_reg_interval=t.D_reg_interval,
         r1_gamma=t.r1_gamma, ema_kimg=t.ema_kimg, ema_rampup=t.ema_rampup, aug=t.aug, augpipe=t.augpipe, aug_p=t.p or 0.0,
         ada_target=t.ada_target, ada_interval=t.ada_interval, ada_kimg=t.ada_kimg, dtype=dtype,
-        channels_last=loop.channels_last, compile=loop.compile, tf32=t.allow_tf32, modconv=loop.modconv, metrics=metrics,
-        metric_kwargs={'num_runs': rc.metrics.num_runs, **loop.metric_kwargs},
-        best_metric=loop.best_metric or (metrics[0] if metrics else None), keep_last=loop.keep_last,
-        grid_videos=loop.grid_videos, grid_frames=loop.grid_frames, fps=rc.data.fps, device=loop.device, progress=loop.progress)
+        channels_last=t.channels_last, compile=t.compile, tf32=t.allow_tf32, modconv=t.modconv, metrics=metrics,
+        metric_kwargs={'num_runs': m.num_runs, **({'detectors': dict(m.detectors)} if m.detectors else {})},
+        best_metric=m.best_metric or (metrics[0] if metrics else None), keep_last=t.keep_last,
+        grid_videos=t.grid_videos, grid_frames=t.grid_frames, fps=rc.data.fps, device=t.device, progress=t.progress)
 
-def train(run_config: RunConfig, outdir: str | os.PathLike | None = None, loop: LoopConfig | None = None,
-          resume: str | None = None, log: typing.Callable = print) -> dict:
+def train(run_config: RunConfig, outdir: str | os.PathLike | None = None, resume: str | None = None,
+          log: typing.Callable = print) -> dict:
     "Train a StyleGAN-V as `run_config` says, in the run directory `outdir` (default `run_config.outdir`); return a summary."
     world = sdist.env_ranks()[1]
-    plan = plan_from_run_config(run_config, loop, world)
+    plan = plan_from_run_config(run_config, world)
     return run_training(plan, outdir or run_config.outdir, resume=resume or run_config.train.resume,
                         run_config=run_config.to_dict(), log=log)
 
 # %% ../nbs/07a_train.ipynb #dbdbce30
-def split_overrides(items: typing.Sequence[str]) -> tuple[list[str], list[str]]:
-    "`key=value` items -> (RunConfig overrides, LoopConfig overrides); `resume=X` becomes `train.resume=X`."
-    run, loop = [], []
-    for item in items:
-        key = item.split('=', 1)[0].strip()
-        if key.startswith('loop.') or key.startswith('loop__'): loop.append(item.split('.', 1)[1] if key.startswith('loop.') else item[6:])
-        elif key == 'resume': run.append('train.' + item)
-        else: run.append(item)
-    return run, loop
+def run_overrides(items: typing.Sequence[str]) -> list[str]:
+    "`key=value` items as `RunConfig` overrides: `resume=X` is short for `train.resume=X`."
+    return ['train.' + item if item.split('=', 1)[0].strip() == 'resume' else item for item in items]
 
-def config_from_args(args) -> tuple[RunConfig, LoopConfig]:
-    "The `RunConfig` and `LoopConfig` that `stylegan-v train` arguments describe (validated)."
+def config_from_args(args) -> RunConfig:
+    "The `RunConfig` that `stylegan-v train` arguments describe (validated)."
     if args.preset and args.config: raise UsageError("give --preset or --config, not both")
-    run_items, loop_items = split_overrides(args.overrides)
-    rc = load_run_config(args.config or args.preset, run_items)
-    loop = LoopConfig().override(loop_items)
+    rc = load_run_config(args.config or args.preset, run_overrides(args.overrides))
     data = args.data or rc.data.path
     run_file = Path(args.outdir) / RUN_FILE
     if not data and rc.train.resume and run_file.is_file(): data = json.loads(run_file.read_text())['plan']['data']
     if not data: raise UsageError("no training data: expected --data PATH (a dataset folder, zip or folder of videos)")
     if not Path(data).exists(): raise FileNotFoundError(f"--data {data}: no such file or folder; expected a dataset made by `stylegan-v prepare`")
     rc = dataclasses.replace(rc, data=dataclasses.replace(rc.data, path=str(data)), outdir=str(args.outdir))
-    return rc, loop
+    return rc
 
 def _parser():
     p = command_parser('train', 'Train a StyleGAN-V (one process, or every process of a torchrun job).')
@@ -794,13 +769,13 @@ def _parser():
     p.add_argument('--preset', metavar='NAME', help='dataset preset (ffs, sky_timelapse, ucf101, rainbow_jelly, mead)')
     p.add_argument('--config', metavar='YAML', help='a RunConfig file (YAML or JSON)')
     p.add_argument('--notebook', action='store_true', help='run the papermill template and keep OUTDIR/train.ipynb as the record')
-    add_overrides(p, help='RunConfig fields (train.batch_size=32, resume=latest) and loop.FIELD=value (loop.dtype=bf16)')
+    add_overrides(p, help='RunConfig fields (train.batch_size=32, train.dtype=bf16, metrics.metrics=[], resume=latest)')
     return p
 
 def _run_cli(args) -> int:
-    rc, loop = config_from_args(args)
-    if args.notebook: return run_notebook(rc, loop, args.outdir)
-    plan = plan_from_run_config(rc, loop, sdist.env_ranks()[1])
+    rc = config_from_args(args)
+    if args.notebook: return run_notebook(rc, args.outdir)
+    plan = plan_from_run_config(rc, sdist.env_ranks()[1])
     if sdist.env_ranks()[0] == 0 and rc.train.resume is None:
         resume_point(args.outdir, plan, None)  # refuse an existing run before building anything
     try: summary = run_training(plan, args.outdir, resume=rc.train.resume, run_config=rc.to_dict())
@@ -821,7 +796,7 @@ def template_path() -> Path:
     if not path.is_file(): raise FileNotFoundError(f"the training notebook template {path} is missing; --notebook needs a source checkout")
     return path
 
-def run_notebook(rc: RunConfig, loop: LoopConfig, outdir: str | os.PathLike) -> int:
+def run_notebook(rc: RunConfig, outdir: str | os.PathLike) -> int:
     "Execute the training template with papermill into `outdir/train.ipynb` (same `train` call as the CLI)."
     import papermill, nbformat
     outdir = Path(outdir); outdir.mkdir(parents=True, exist_ok=True)
@@ -832,7 +807,7 @@ def run_notebook(rc: RunConfig, loop: LoopConfig, outdir: str | os.PathLike) -> 
         nbformat.write(nb, Path(d) / 'train.ipynb')
         papermill.execute_notebook(str(Path(d) / 'train.ipynb'), str(outdir / 'train.ipynb'), kernel_name='python3',
                                    progress_bar=False, cwd=str(outdir),
-                                   parameters={'run_config': rc.to_dict(), 'loop': loop.to_dict(), 'outdir': str(outdir.resolve())})
+                                   parameters={'run_config': rc.to_dict(), 'outdir': str(outdir.resolve())})
     print(f"executed notebook: {outdir / 'train.ipynb'}")
     return 0
 
@@ -864,8 +839,8 @@ def plot_training(run_dir: str | os.PathLike, path: str | os.PathLike | None = N
     return fig
 
 # %% ../nbs/07a_train.ipynb #af47047a
-def demo_train_config(data: str | os.PathLike, resolution: int = 32, kimg: float = 7.2, channels: int = 32) -> tuple[RunConfig, LoopConfig]:
-    "A `RunConfig` + `LoopConfig` that trains a small StyleGAN-V on the built-in synthetic data in minutes on 2 CPU cores."
+def demo_train_config(data: str | os.PathLike, resolution: int = 32, kimg: float = 7.2, channels: int = 32) -> RunConfig:
+    "A `RunConfig` that trains a small StyleGAN-V on the built-in synthetic data in minutes on 2 CPU cores."
     G_kwargs, _ = tiny_model_kwargs(resolution, channels)
     dim = G_kwargs['w_dim']
     rc = RunConfig().override([f'data.path={data}', f'data.resolution={resolution}', 'data.max_num_frames=32', 'data.fps=10',
@@ -873,9 +848,9 @@ def demo_train_config(data: str | os.PathLike, resolution: int = 32, kimg: float
         'train.ada_kimg=2', 'metrics.metrics=[]', f'model.z_dim={dim}', f'model.w_dim={dim}', f'model.motion_z_dim={dim}',
         f'model.time_enc_dim={dim // 2}', 'model.time_enc_min_period_len=8', 'model.time_enc_max_period_len=256',
         f'model.fmaps={channels * resolution / 32768}', f'model.channel_max={channels}', 'model.fp32=true',
-        f'model.concat_res={min(16, resolution // 2)}', 'model.mbstd_group_size=4'])
-    loop = LoopConfig(kimg=kimg, kimg_per_tick=kimg / 10, keep_last=2, grid_videos=4, grid_frames=16, progress=True)
-    return rc, loop
+        f'model.concat_res={min(16, resolution // 2)}', 'model.mbstd_group_size=4', f'train.kimg={kimg}',
+        f'train.kimg_per_tick={kimg / 10}', 'train.keep_last=2', 'train.grid_videos=4', 'train.grid_frames=16'])
+    return rc
 
 # %% ../nbs/07a_train.ipynb #b1a2f77f
 def clip_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Distributed training on the CPU with gloo: 2 processes = 1 process accumulating the same per-rank batches; resume on
 2 processes; two torchrun 'nodes' on 127.0.0.1 form one job and take the same steps."""
+import json
 import os
 import subprocess
 import sys
@@ -74,19 +75,34 @@ def test_resume_on_two_processes(tmp_path, data16):
     compare(final_state(tmp_path / 'straight'), final_state(tmp_path / 'resumed'), exact=True)
 
 
+
+def test_metrics_at_snapshots_on_two_processes(tmp_path, data16, monkeypatch):
+    "Both ranks compute the snapshot metric together (videos split over them); rank 0 logs what one process gets for that G_ema."
+    from stylegan_v.checkpoints import load_checkpoint
+    from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
+    from stylegan_v.metrics.evaluate import compute_metric
+    monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))     # spawned ranks inherit it
+    kw = {'detectors': {'i3d': str(save_standin(StandInVideoDetector(), tmp_path / 'i3d.pt'))}, 'num_workers': 0}
+    plan = tiny_plan(data16, steps=1, snap=1, metrics=['fvd8_4f'], metric_kwargs=kw)
+    spawn(run_training, 2, plan, str(tmp_path / 'two'), device='cpu')
+    lines = [json.loads(l) for l in (tmp_path / 'two' / 'metric-fvd8_4f.jsonl').read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]['protocol']['world_size'] == 2
+    G_ema = load_checkpoint(find_snapshots(tmp_path / 'two')[-1], ['G_ema'])['G_ema'].eval()
+    one = compute_metric('fvd8_4f', real=str(data16), G=G_ema, seed=plan.seed, device='cpu', progress=False, **kw)
+    assert abs(one['value'] - lines[0]['value']) <= 1e-6 * max(1.0, abs(one['value'])), (one['value'], lines[0]['value'])
+
 @pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1', reason='slow (~1-2 min, 4 processes): set STYLEGAN_V_SLOW=1')
 def test_two_torchrun_nodes_form_one_job(tmp_path, data16):
-    rc, loop = demo_train_config(data16, resolution=16, kimg=2 * FRAMES_PER_STEP / 1000, channels=16)
-    overrides = ['train.batch_size=4', 'train.batch_gpu=2', 'train.snap=2', 'data.max_num_frames=16']
-    rc = rc.override(overrides)
-    loop = loop.override(['kimg_per_tick=0.012', 'grid_videos=2', 'grid_frames=2', 'progress=false', 'device=cpu'])
+    rc = demo_train_config(data16, resolution=16, kimg=2 * FRAMES_PER_STEP / 1000, channels=16)
+    rc = rc.override(['train.batch_size=4', 'train.batch_gpu=2', 'train.snap=2', 'data.max_num_frames=16',
+                      'train.kimg_per_tick=0.012', 'train.grid_videos=2', 'train.grid_frames=2', 'train.progress=false',
+                      'train.device=cpu'])
     (tmp_path / 'run.yaml').write_text(yaml.safe_dump(rc.to_dict()))
-    spawn(run_training, 2, plan_from_run_config(rc, loop, 2), str(tmp_path / 'spawned'), device='cpu')
+    spawn(run_training, 2, plan_from_run_config(rc, 2), str(tmp_path / 'spawned'), device='cpu')
     port = free_port()
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc_per_node', '1',
                 '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', '--max-restarts', '0']
-    train = ['-m', 'stylegan_v.train', '--config', str(tmp_path / 'run.yaml'), '--outdir', str(tmp_path / 'nodes'),
-             *[f'loop.{k}={v}' for k, v in loop.to_dict().items() if k in ('kimg', 'kimg_per_tick', 'grid_videos', 'grid_frames', 'progress', 'device')]]
+    train = ['-m', 'stylegan_v.train', '--config', str(tmp_path / 'run.yaml'), '--outdir', str(tmp_path / 'nodes')]
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=os.environ.get('TORCH_EXTENSIONS_DIR', str(REPO / '.torch_extensions')))
     nodes = [subprocess.Popen(torchrun + ['--node_rank', str(r)] + train, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in (0, 1)]

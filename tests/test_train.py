@@ -166,27 +166,27 @@ def test_cli_errors(tmp_path, data16, capsys):
     assert err.count('\n') == 1 and '16x16 frames but the model is configured for resolution 32' in err
     assert cli_main(['--data', str(tmp_path / 'nope'), '--outdir', str(tmp_path / 'r')]) == 2
     assert 'no such file or folder' in capsys.readouterr().err
-    assert cli_main(common + ['loop.dtype=fp8']) == 2
+    assert cli_main(common + ['train.dtype=fp8']) == 2
     assert "'fp32', 'fp16', 'bf16'" in capsys.readouterr().err
 
 
 def test_cli_trains_resumes_and_runs_the_notebook(tmp_path, data16, capsys):
     import yaml
     from stylegan_v.train import demo_train_config
-    rc, _ = demo_train_config(data16, resolution=16, channels=16)
+    rc = demo_train_config(data16, resolution=16, channels=16)
     cfg = tmp_path / 'run.yaml'
     cfg.write_text(yaml.safe_dump(rc.override(['train.batch_size=4']).to_dict()))
-    quick = ['loop.kimg_per_tick=0.012', 'loop.grid_videos=2', 'loop.grid_frames=2', 'loop.progress=false']
+    quick = ['train.kimg_per_tick=0.012', 'train.grid_videos=2', 'train.grid_frames=2', 'train.progress=false']
     run = ['--config', str(cfg), '--outdir', str(tmp_path / 'run')]
-    assert cli_main(run + ['loop.kimg=0.024'] + quick) == 0
-    assert cli_main(run + ['loop.kimg=0.024'] + quick) == 2
+    assert cli_main(run + ['train.kimg=0.024'] + quick) == 0
+    assert cli_main(run + ['train.kimg=0.024'] + quick) == 2
     assert 'already holds a training run; pass resume=latest' in capsys.readouterr().err
-    assert cli_main(run + ['loop.kimg=0.036', 'resume=latest'] + quick) == 0          # a longer run may resume
+    assert cli_main(run + ['train.kimg=0.036', 'resume=latest'] + quick) == 0          # a longer run may resume
     assert [json.loads(l)['tick'] for l in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()] == [0, 1, 2]
-    assert cli_main(run + ['loop.kimg=0.048', 'resume=latest', 'train.lr=0.1'] + quick) == 2
+    assert cli_main(run + ['train.kimg=0.048', 'resume=latest', 'train.lr=0.1'] + quick) == 2
     assert 'differ in D_lr, G_lr' in capsys.readouterr().err
     nb = tmp_path / 'nb'
-    assert cli_main(['--notebook', '--config', str(cfg), '--outdir', str(nb), 'loop.kimg=0.012'] + quick) == 0
+    assert cli_main(['--notebook', '--config', str(cfg), '--outdir', str(nb), 'train.kimg=0.012'] + quick) == 0
     assert (nb / 'train.ipynb').is_file() and (nb / 'training.png').is_file() and find_snapshots(nb)
 
 

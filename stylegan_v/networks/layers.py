@@ -213,15 +213,16 @@ def modulated_conv2d_per_video(x: torch.Tensor, weight: torch.Tensor, styles: to
         return conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=resample_filter, up=up, down=down,
                                                padding=padding, groups=groups, flip_weight=flip_weight)
 
-    w = weight.unsqueeze(0) * styles.reshape(num_videos, 1, -1, 1, 1)  # [B,O,I,k,k]: once per video, not per frame
-    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [B,O]
+    # demodulation coefficients without the modulated weight: sum_ik (W_oik s_i)^2 = sum_i s_i^2 (sum_k W_oik^2), a matmul
+    dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() if demodulate else None  # [B,O]
     if impl == 'broadcast':
         x = (x.reshape(num_videos, T, *x.shape[1:]) * styles.to(x.dtype).reshape(num_videos, 1, -1, 1, 1)).flatten(0, 1)
         x = conv(x, weight)
         if demodulate:
             x = (x.reshape(num_videos, T, *x.shape[1:]) * dcoefs.to(x.dtype).reshape(num_videos, 1, -1, 1, 1)).flatten(0, 1)
-    else:
-        if demodulate: w = w * dcoefs.reshape(num_videos, -1, 1, 1, 1)
+    else:  # one pass over the [B,O,I,k,k] weights: W * (s_i d_o) per video, once per video and not per frame
+        coef = styles.reshape(num_videos, 1, -1) * (dcoefs.reshape(num_videos, -1, 1) if demodulate else 1)  # [B,O|1,I]
+        w = weight.unsqueeze(0) * coef.unsqueeze(-1).unsqueeze(-1)
         if impl == 'loop':
             ys = [conv(xb, wb) for xb, wb in zip(x.split(T), w.unbind(0))]
             x = torch.cat(ys) if len(ys) > 1 else ys[0]
