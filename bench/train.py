@@ -5,12 +5,12 @@ Configurations, each in its own process (so peak memory is its own), measured in
   demo           the demo's run (`demo_train_config`: 32 px, tiny widths, batch 8, ADA)
   original       default widths (channel_base 16384, channel_max 512, 2-layer mappings), 64 px, batch 4, fp32,
                  the original's configuration reproduced in this package: ref ops, non-fused modulated conv
-  default        the same model with this package's defaults (native ops where built, G's own training path)
-  per_video      default + modconv='per_video' (weights modulated once per video)
+  default        the same model with this package's defaults (native ops where built; on a CPU the loop modulates
+                 G's weights once per video, train.modconv=per_video)
 Ratios against `original` are what to read; absolute seconds on a shared machine are noisy.
 With a GPU: `--device cuda --res 256 --dtypes fp32 fp16 bf16 --channels-last --compile` adds those variants.
 
-    python bench/train.py [--steps 4] [--threads 2] [--configs demo original default per_video] [--loader-workers 0 2]
+    python bench/train.py [--steps 3] [--threads 2] [--configs demo original default] [--loader-workers 0 2]
 """
 import argparse
 import contextlib
@@ -44,7 +44,7 @@ def child(args):
                       'train.grid_videos=1', 'train.grid_frames=2', f'train.device={args.device}', f'train.dtype={args.dtype}',
                       f'train.channels_last={str(args.channels_last).lower()}', f'train.compile={str(args.compile).lower()}',
                       'train.snap=100000'] +
-                     (['train.modconv=per_video'] if args.one == 'per_video' else ['train.modconv=nonfused'] if args.one == 'original' else []))
+                     (['train.modconv=nonfused'] if args.one == 'original' else []))
     plan = plan_from_run_config(rc)
     ctx = contextlib.nullcontext()
     if args.one == 'original':  # every bias_act / upfirdn2d call on the plain-PyTorch reference, as the original on a CPU
@@ -83,7 +83,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--steps', type=int, default=3); ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--res', type=int, default=64); ap.add_argument('--batch', type=int, default=4)
-    ap.add_argument('--configs', nargs='+', default=['demo', 'original', 'default', 'per_video'])
+    ap.add_argument('--configs', nargs='+', default=['demo', 'original', 'default'])
     ap.add_argument('--loader-workers', type=int, nargs='+', default=[0, 2])
     ap.add_argument('--device', default='cpu'); ap.add_argument('--dtype', default='fp32')
     ap.add_argument('--channels-last', action='store_true'); ap.add_argument('--compile', action='store_true')

@@ -2,12 +2,12 @@
 (channel_base 16384, channel_max 512, 2-layer mappings, fp32), 64 px, 4 videos x 3 frames, ADA pipe `bgc` at p = 0
 (as at the start of training), on the CPU with 2 threads.
 
-Configurations, measured in the same run:
+Configurations, measured in the same run, one iteration of each in turn (so load changes hit all alike):
   original   the original's configuration reproduced in this package: non-fused modulated conv, ref ops everywhere
-  default    this package's defaults (G's own training path, native ops where built)
-  per_video  default + modconv='per_video' (weights modulated once per video; the same gradients up to float order)
-Prints the median time per step and the speed-up over `original`, then the top ops by self CPU time (torch.profiler)
-for `original` and `default`. Timings on a shared machine are noisy: compare ratios, not absolute seconds.
+  native     G's own training path (the original's non-fused modconv) with the native ops
+  per_video  native + modconv='per_video' (weights modulated once per video): what `stylegan-v train` runs on a CPU
+Prints the median time per step and the speed-up over `original` (wall time is the step rate; CPU time is printed
+too), then the top ops by self CPU time (torch.profiler) for `original` and `per_video`.
 
     python bench/train_step.py [--res 64] [--videos 4] [--frames 3] [--threads 2] [--repeats 2] [--no-profile]
 """
@@ -69,7 +69,7 @@ def one_iteration(loss, opts, plan, inputs):
     return (w1 - w0, c1 - c0), (time.perf_counter() - w1, time.process_time() - c1)
 
 
-CONFIGS = {'original': dict(ref=True, modconv='nonfused'), 'default': dict(ref=False, modconv=None),
+CONFIGS = {'original': dict(ref=True, modconv='nonfused'), 'native': dict(ref=False, modconv=None),
            'per_video': dict(ref=False, modconv='per_video')}
 
 
@@ -77,34 +77,39 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--res', type=int, default=64); ap.add_argument('--videos', type=int, default=4)
     ap.add_argument('--frames', type=int, default=3); ap.add_argument('--threads', type=int, default=2)
-    ap.add_argument('--repeats', type=int, default=2); ap.add_argument('--no-profile', action='store_true')
+    ap.add_argument('--repeats', type=int, default=3); ap.add_argument('--no-profile', action='store_true')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {args.threads} threads, {args.res} px, {args.videos} videos x {args.frames} frames, fp32')
 
     G0, D0 = build(args.res, args.frames)
     inputs = make_inputs(G0, args.videos, args.frames, args.res)
-    results = {}
+    del G0, D0
+    runs, times, results = {}, {name: [] for name in CONFIGS}, {}
     for name, conf in CONFIGS.items():
         G, D = build(args.res, args.frames)   # the same start weights for every configuration
-        pipe = augment_pipe('bgc', p=0.0)
-        loss = StyleGANVLoss(G, D, augment_pipe=pipe, r1_gamma=r1_gamma_auto(args.res, 64), modconv=conf['modconv'])
+        loss = StyleGANVLoss(G, D, augment_pipe=augment_pipe('bgc', p=0.0), r1_gamma=r1_gamma_auto(args.res, 64),
+                             modconv=conf['modconv'])
         opts = {'G': lazy_adam(G.parameters(), 0.0025, reg_interval=4), 'D': lazy_adam(D.parameters(), 0.0025, reg_interval=16)}
-        plan = {p.name: p for p in phase_plan(4, 16)}
+        runs[name] = (loss, opts, {p.name: p for p in phase_plan(4, 16)})
         with ref_ops(conf['ref']):
             torch.manual_seed(0)
-            one_iteration(loss, opts, plan, inputs)                       # warm-up (allocations, kernels)
-            times = [one_iteration(loss, opts, plan, inputs) for _ in range(args.repeats)]
-            if not args.no_profile and name in ('original', 'default'):
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                    one_iteration(loss, opts, plan, inputs)
-                results[name + '_profile'] = prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=14)
-        med = lambda phase, clock: statistics.median(t[phase][clock] for t in times)
+            one_iteration(*runs[name], inputs)                             # warm-up (allocations, kernels)
+    for _ in range(args.repeats):                                          # interleaved: one iteration of each in turn
+        for name, conf in CONFIGS.items():
+            with ref_ops(conf['ref']):
+                times[name].append(one_iteration(*runs[name], inputs))
+    for name, conf in CONFIGS.items():
+        med = lambda phase, clock: statistics.median(t[phase][clock] for t in times[name])
         results[name] = {clock: (med(0, i), med(1, i)) for i, clock in enumerate(('wall', 'cpu'))}
         print(f"{name:10s} Gmain+Dmain {results[name]['wall'][0]:7.2f} s wall {results[name]['cpu'][0]:7.2f} s CPU   "
               f"Dreg {results[name]['wall'][1]:7.2f} s wall {results[name]['cpu'][1]:7.2f} s CPU   (median of {args.repeats})", flush=True)
+        if not args.no_profile and name in ('original', 'per_video'):
+            with ref_ops(conf['ref']), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                one_iteration(*runs[name], inputs)
+            results[name + '_profile'] = prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=14)
 
-    print('\nspeed-up over the original configuration (higher is better; CPU time is less disturbed by other load):')
+    print('\nspeed-up over the original configuration (higher is better; wall time is the step rate):')
     for clock in ('wall', 'cpu'):
         base_main, base_reg = results['original'][clock]
         for name in CONFIGS:
@@ -113,7 +118,7 @@ def main():
             step = (base_main + base_reg / 16) / (m + r / 16)
             print(f'  [{clock:4s}] {name:10s} Gmain+Dmain x{base_main / m:5.2f}   Dreg x{base_reg / r:5.2f}   '
                   f'per iteration (Dreg/16) x{step:5.2f}')
-    for name in ('original', 'default'):
+    for name in ('original', 'per_video'):
         if name + '_profile' in results:
             print(f'\n--- top ops by self CPU time, {name} (Gmain+Dmain+Dreg) ---\n{results[name + "_profile"]}')
 

@@ -290,7 +290,8 @@ def best_snapshot(run_dir, metric: str = 'fvd2048_16f', mode: str = 'auto') -> t
     path = run_dir / f'metric-{metric}.jsonl'
     if not path.is_file():
         have = sorted(p.name[7:-6] for p in run_dir.glob('metric-*.jsonl'))
-        raise FileNotFoundError(f"{path} does not exist; metrics logged in {run_dir}: {', '.join(have) or 'none'}")
+        raise FileNotFoundError(f"{path} does not exist; metrics logged in {run_dir}: {', '.join(have) or 'none'} "
+                                f"(choose one with --metric, or give a snapshot with --network)")
     if mode == 'auto': mode = 'max' if higher_is_better(metric) else 'min'
     if mode not in ('min', 'max'): raise UsageError(f"metric mode: expected 'min', 'max' or 'auto', got {mode!r}")
     records = []

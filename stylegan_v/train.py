@@ -378,7 +378,7 @@ Trainer._check_finite, Trainer.train_step, Trainer._update_ada = _check_finite, 
 def clip_loader(self: Trainer) -> torch.utils.data.DataLoader:
     "DataLoader over this process's clips from the current step on (`batch_gpu` clips per item)."
     sampler = RankClips(self.plan.batch, self.batch_gpu, self.env.rank, self.env.world_size, self.counters['batch_idx'])
-    workers = self.plan.num_workers
+    workers = min(self.plan.num_workers, os.cpu_count() or 1)  # more loader processes than CPUs only slow training down
     return torch.utils.data.DataLoader(ClipStream(self.dataset, self.plan.seed), batch_size=self.batch_gpu, sampler=sampler,
                                        num_workers=workers, pin_memory=self.device.type == 'cuda',
                                        prefetch_factor=2 if workers else None, persistent_workers=False)
@@ -597,7 +597,7 @@ def check_metrics(plan: TrainPlan, device) -> None:
         det = parse_metric(name).detector
         try: load_detector(det, plan.metric_kwargs.get('detectors'), device=device, progress=False)
         except Exception as e:
-            raise UsageError(f"metric {name} needs the {det} detector, which could not be loaded ({str(e).splitlines()[0][:200]}); "
+            raise UsageError(f"metric {name} needs the {det} detector, which could not be loaded: {str(e).splitlines()[0]}; "
                              f"train without metrics (metrics.metrics=[]) or give its file (metrics.detectors={{{det}: PATH}})") from e
 
 def take_snapshot(self: Trainer, run_dir: Path, counters: dict) -> tuple[Path | None, dict]:

@@ -202,7 +202,7 @@ def test_precision_memory_format_and_compile_switches_train_on_cpu(tmp_path, dat
 
 def test_unloadable_metric_detector_is_refused_before_training(tmp_path, data16, monkeypatch):
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))   # no detector there, and no network
-    with pytest.raises(Exception, match=r'metric fvd64_16f needs the i3d detector, which could not be loaded .*metrics.metrics=\[\]'):
+    with pytest.raises(Exception, match=r'metric fvd64_16f needs the i3d detector, which could not be loaded: .*metrics.metrics=\[\]'):
         run_training(tiny_plan(data16, metrics=['fvd64_16f']), tmp_path / 'run', log=lambda *a: None)
     assert not (tmp_path / 'run' / 'stats.jsonl').exists()
 
