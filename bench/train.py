@@ -5,7 +5,7 @@ Configurations, each in its own process (so peak memory is its own), measured in
   demo           the demo's run (`demo_train_config`: 32 px, tiny widths, batch 8, ADA)
   original       default widths (channel_base 16384, channel_max 512, 2-layer mappings), 64 px, batch 4, fp32,
                  the original's configuration reproduced in this package: ref ops, non-fused modulated conv
-  default        the same model with this package's defaults (native ops where built; on a CPU the loop modulates
+  default        the same model with this package's defaults (native ops where built; on a CPU the loop modulates this wide
                  G's weights once per video, train.modconv=per_video)
 Ratios against `original` are what to read; absolute seconds on a shared machine are noisy.
 With a GPU: `--device cuda --res 256 --dtypes fp32 fp16 bf16 --channels-last --compile` adds those variants.

@@ -6,6 +6,7 @@ Configurations, measured in the same run, one iteration of each in turn (so load
   original   the original's configuration reproduced in this package: non-fused modulated conv, ref ops everywhere
   native     G's own training path (the original's non-fused modconv) with the native ops
   per_video  native + modconv='per_video' (weights modulated once per video): what `stylegan-v train` runs on a CPU
+             for a G this wide (`train.default_modconv`)
 Prints the median time per step and the speed-up over `original` (wall time is the step rate; CPU time is printed
 too), then the top ops by self CPU time (torch.profiler) for `original` and `per_video`.
 

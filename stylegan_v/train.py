@@ -35,16 +35,16 @@ from .cliutils import add_outdir, add_overrides, command_parser, run_command
 from .config import RunConfig, load_run_config, r1_gamma_auto
 
 # %% auto #0
-__all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'RUN_FILE', 'counter_seed', 'seed_from_counters',
-           'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'snapshot_name', 'find_snapshots',
-           'remove_partials', 'resolve_spec', 'apply_precision', 'TrainPlan', 'TrainingDiverged', 'Trainer',
-           'open_training_dataset', 'fp32_forward', 'make_augment', 'next_rounds', 'train_step', 'clip_loader',
-           'training_record', 'save_snapshot', 'load_snapshot', 'tiny_model_kwargs', 'snapshot_grid', 'write_grid',
-           'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog', 'tick_stats', 'best_by_metric',
-           'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot', 'check_metrics', 'take_snapshot',
-           'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train', 'run_overrides', 'config_from_args',
-           'cli_main', 'template_path', 'run_notebook', 'load_stats', 'plot_training', 'demo_train_config',
-           'clip_features', 'learning_evidence']
+__all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'RUN_FILE', 'counter_seed',
+           'seed_from_counters', 'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'snapshot_name',
+           'find_snapshots', 'remove_partials', 'resolve_spec', 'apply_precision', 'TrainPlan', 'TrainingDiverged',
+           'Trainer', 'open_training_dataset', 'default_modconv', 'fp32_forward', 'make_augment', 'next_rounds',
+           'train_step', 'clip_loader', 'training_record', 'save_snapshot', 'load_snapshot', 'tiny_model_kwargs',
+           'snapshot_grid', 'write_grid', 'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog',
+           'tick_stats', 'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot',
+           'check_metrics', 'take_snapshot', 'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train',
+           'run_overrides', 'config_from_args', 'cli_main', 'template_path', 'run_notebook', 'load_stats',
+           'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -282,13 +282,19 @@ def _build_networks(self: Trainer):
     if plan.dtype == 'bf16':  # mapping and augmentation stay fp32 under autocast, as they always are in the original
         self.G.mapping.forward = fp32_forward(self.G.mapping.forward, dev.type)
         if self.augment_pipe is not None: self.augment_pipe.forward = fp32_forward(self.augment_pipe.forward, dev.type)
-    # G's modulated-conv path in training: as set; by default one modulated weight per video on a CPU (1.1x the step
-    # rate of the per-frame path at 64 px, bench/train_step.py) and G's own (the original's non-fused path) on a GPU
-    self.modconv = plan.modconv or ('per_video' if dev.type == 'cpu' and self.G.synthesis.shares_ws_across_frames else None)
+    self.modconv = plan.modconv or default_modconv(self.G, dev)
     self.loss = StyleGANVLoss(self.G, self.D, augment_pipe=self.augment_pipe, r1_gamma=plan.r1_gamma, style_mixing_prob=0,
                               pl_weight=0, video_consistent_aug=True, modconv=self.modconv)
     # Greg does nothing when pl_weight == 0 (see the top of this notebook); the lazy-reg rescaling above stays
     self.phases = [p for p in phase_plan(plan.G_reg_interval, plan.D_reg_interval) if p.name != 'Greg']
+
+PER_VIDEO_MIN_CHANNELS = 256
+
+def default_modconv(G: torch.nn.Module, device: torch.device) -> str | None:
+    "G's modulated-conv path when `train.modconv` is unset: 'per_video' on a CPU for wide models, else G's own (None)."
+    widest = max((m.weight.shape[0] for m in G.synthesis.modules() if hasattr(m, 'weight') and m.weight.ndim == 4), default=0)
+    wide = widest >= PER_VIDEO_MIN_CHANNELS
+    return 'per_video' if device.type == 'cpu' and wide and G.synthesis.shares_ws_across_frames else None
 
 def fp32_forward(forward: typing.Callable, device_type: str) -> typing.Callable:
     "`forward` run outside autocast, with its floating-point tensor arguments cast to float32."

@@ -2,8 +2,8 @@
 # The main job: set up (or refresh) .venv, then run the most complete end-to-end run the workbench has
 # (`stylegan-v demo`: built-in data -> a few minutes of StyleGAN-V training on the CPU -> learning numbers, a safe
 # checkpoint of the trained G_ema, a sample video grid + PNG frame strip, a content/motion decomposition video and a
-# loss plot; it prints where each is). Extra arguments go to the demo as key=value fields (e.g. kimg=0.5).
-# Output goes to ${1:-runs_out/demo}. When the reference data sits beside the repository, the demo also renders
+# loss plot; it prints where each is). Usage: bash tools/main.sh [OUTDIR] [key=value ...]: the output folder
+# (default runs_out/demo), then demo fields (e.g. kimg=0.5; `stylegan-v demo --help` lists them). When the reference data sits beside the repository, the demo also renders
 # from the original implementation's snapshot pickle (loaded without executing its code).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +16,7 @@ stylegan-v info
 extra=()
 fixture=${STYLEGAN_V_SHARED:-$root/../shared}/parity/config_a/fixture.pkl
 [ -f "$fixture" ] && extra=(--checkpoint "$fixture")
-outdir=${1:-runs_out/demo}
-[ $# -gt 0 ] && shift
+outdir=runs_out/demo
+if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then outdir=$1; shift; fi   # a first argument without '=' is the folder
+for a in "$@"; do [[ "$a" == outdir=* ]] && outdir=${a#outdir=}; done
 stylegan-v demo --outdir "$outdir" "${extra[@]}" "$@"
