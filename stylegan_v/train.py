@@ -27,7 +27,7 @@ from .core import Config, ConfigError, UsageError, atomic_path, atomic_write_byt
 from .checkpoints import CheckpointError, build_network, load_checkpoint, read_checkpoint, save_checkpoint, checkpoint_kind
 from .data.dataset import VideoDataset, sample_fake_conditions
 from .data.video import to_uint8, write_video
-from .generate import higher_is_better, video_grid
+from .generate import best_metric_line, video_grid
 from .augment import augment_setup
 from .loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, sanitize_grads, update_ema
 from . import distributed as sdist
@@ -547,14 +547,10 @@ def tick_stats(self: Trainer) -> dict:
     return out
 
 def best_by_metric(run_dir: Path, metric: str) -> Path | None:
-    "The existing snapshot of `run_dir` with the best `metric` in `metric-<metric>.jsonl` (None if none is logged)."
+    "The existing snapshot of `run_dir` that is best by `metric` (`generate.best_metric_line`'s rule); None while none is logged."
     path = Path(run_dir) / f'metric-{metric}.jsonl'
-    if not path.is_file(): return None
-    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    recs = [r for r in recs if math.isfinite(r['value']) and (Path(run_dir) / r['snapshot']).is_file()]
-    if not recs: return None
-    best = (max if higher_is_better(metric) else min)(recs, key=lambda r: r['value'])
-    return Path(run_dir) / best['snapshot']
+    rec = best_metric_line(path, metric, keep=lambda r: (Path(run_dir) / r['snapshot']).is_file()) if path.is_file() else None
+    return None if rec is None else Path(run_dir) / rec['snapshot']
 
 def prune_snapshots(run_dir: Path, keep_last: int, best_metric: str | None = None) -> list[Path]:
     "Delete snapshots other than the last `keep_last` (0: keep all) and the best by `best_metric`; return the deleted ones."
