@@ -21,6 +21,7 @@ from fastcore.basics import patch
 from .networks.generator import Generator
 from .data.layout import encode_frame
 from .data.video import to_uint8
+from .core import sha256_file
 from .generate import class_labels, content_codes, generate, load_generator, render_chunk, video_grid
 from .demo import small_model_kwargs
 
@@ -344,7 +345,9 @@ def export(self: Explorer, outdir: str | os.PathLike | None = None, num_frames: 
     view, n = self.view(), num_frames or self.export_frames.value
     if n < 1: raise ValueError(f"num_frames: expected at least 1, got {n}")
     folder, rows = Path(outdir or self.export_dir(view, n)), range(view.grid)
-    rec = generate(self.G, folder, seeds=[ck[0] for _ in rows for ck in view.contents()], num_frames=n, layout='grid',
+    ckpt = Path(self.source)  # opened from a file: the sidecar gets the `stylegan-v generate` argv that renders it again
+    checkpoint = {'path': str(ckpt.resolve()), 'sha256': sha256_file(ckpt)} if ckpt.is_file() else None
+    rec = generate(self.G, folder, checkpoint=checkpoint, seeds=[ck[0] for _ in rows for ck in view.contents()], num_frames=n, layout='grid',
                    motion_seeds=[m for m in view.motions() for _ in rows], truncation_psi=view.psi, class_idx=view.label,
                    time_offset=view.t, slowmo=self.slowmo.value, fps=self.fps.value, force=True, allow_extrapolation=True,
                    progress=False)

@@ -337,6 +337,8 @@ def regenerate_argv(rec: dict) -> list[str]:
             '--video-len', str(rec['num_frames']), '--truncation-psi', repr(rec['truncation_psi']),
             '--time-offset', repr(rec['time_offset']), '--slowmo', repr(rec['slowmo']), '--fps', repr(rec['fps']),
             '--format', rec['format']]
+    if rec['layout'] != 'decomposition' and rec['motion_seeds'] != rec['seeds']:
+        argv += ['--motion-seeds', ','.join(map(str, rec['motion_seeds']))]
     if rec['truncation_cutoff'] is not None: argv += ['--truncation-cutoff', str(rec['truncation_cutoff'])]
     if rec['class_idx'] is not None: argv += ['--class', str(rec['class_idx'])]
     if rec['layout'] != 'videos': argv += ['--decomposition' if rec['layout'] == 'decomposition' else '--as-grid']
@@ -373,7 +375,10 @@ def generate(G, outdir, seeds=0, num_frames: int = 16, *, layout: str = 'videos'
     if not (isinstance(crf, int) and 0 <= crf <= 51): raise UsageError(f"crf: expected an integer in [0, 51], got {crf!r}")
     if not 1 <= jpeg_quality <= 100: raise UsageError(f"jpeg quality: expected 1..100, got {jpeg_quality!r}")
     if not fps > 0: raise UsageError(f"fps: expected a positive frame rate, got {fps!r}")
-    content, motion = decomposition_seeds(seeds) if layout == 'decomposition' else (seeds, sampling.pop('motion_seeds', None) or seeds)
+    motion_seeds = sampling.pop('motion_seeds', None)
+    if layout == 'decomposition' and motion_seeds is not None:
+        raise UsageError("motion_seeds: a decomposition takes its motions from the seeds (rows share motion); give one of them")
+    content, motion = decomposition_seeds(seeds) if layout == 'decomposition' else (seeds, seeds if motion_seeds is None else parse_seeds(motion_seeds))
     chunks = generate_videos(G, content, num_frames, motion_seeds=motion, progress=progress,
                              order='video' if layout == 'videos' else 'time', **sampling)  # checks the sampling options
     stem, paths = _plan_outputs(outdir, seeds, layout, fmt)
@@ -416,6 +421,7 @@ def _parser():
     add_outdir(p)
     p.add_argument('--seeds', help="seeds, e.g. '0-24' or '1,5,9' (one video per seed); overrides --seed/--num-videos")
     p.add_argument('--seed', type=int, default=0, help='first seed (with --num-videos)')
+    p.add_argument('--motion-seeds', help="motion noise seeds, one per video, e.g. '100-103' (default: the content seeds)")
     p.add_argument('--num-videos', type=int, default=1, help='number of videos: seeds SEED .. SEED+N-1')
     p.add_argument('--truncation-psi', type=float, default=1.0, help='truncation psi in [0, 1]')
     p.add_argument('--truncation-cutoff', type=int, default=None, help='truncate only the first N ws')
@@ -445,6 +451,11 @@ def _run(args) -> int:
     if seeds is None:
         if args.num_videos < 1: raise UsageError(f"--num-videos: expected a positive number, got {args.num_videos}")
         seeds = parse_seeds(f'{args.seed}-{args.seed + args.num_videos - 1}')
+    motion = parse_seeds(args.motion_seeds) if args.motion_seeds else None
+    if motion is not None and args.decomposition:
+        raise UsageError("--motion-seeds: a decomposition takes its motions from --seeds (rows share motion); drop one of them")
+    if motion is not None and len(motion) != len(seeds):
+        raise UsageError(f"--motion-seeds: expected one per video ({len(seeds)}), got {len(motion)}")
     _check_sampling(args.video_len, args.truncation_psi, args.allow_extrapolation, args.batch_size, args.chunk_frames, 'video')
     frame_times(args.video_len, args.time_offset, args.slowmo)
     try: device = pick_device(args.device)
@@ -461,7 +472,7 @@ def _run(args) -> int:
                    progress=not args.no_progress, truncation_psi=args.truncation_psi,
                    truncation_cutoff=args.truncation_cutoff, class_idx=args.class_idx, time_offset=args.time_offset,
                    slowmo=args.slowmo, batch_size=args.batch_size, chunk_frames=args.chunk_frames,
-                   allow_extrapolation=args.allow_extrapolation)
+                   allow_extrapolation=args.allow_extrapolation, motion_seeds=motion)
     print(f"wrote {len(rec['outputs'])} {args.format} output(s) to {args.outdir} in {rec['seconds']:.1f}s "
           f"({rec['num_frames']} frames, {G.img_resolution}px); sidecar {args.outdir}/{rec['layout']}.json")
     return 0

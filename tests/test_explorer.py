@@ -164,6 +164,26 @@ def test_export_writes_a_decodable_mp4_of_the_view(ex, G):
     assert path.name in str(ex.link.outputs)
 
 
+
+def test_export_from_a_checkpoint_file_regenerates_from_the_command_line(G, tmp_path):
+    "Opened from a file, an export's sidecar holds the `stylegan-v generate` argv that renders the same grid again."
+    from stylegan_v.checkpoints import save_checkpoint
+    from stylegan_v.generate import cli_main
+    ckpt = save_checkpoint(tmp_path / 'G.safetensors', {'G_ema': G})
+    e = Explorer(pick_generator(ckpt)[0], length=16, prefetch=0, background=False, outdir=tmp_path / 'exports',
+                 source=pick_generator(ckpt)[1])
+    try:
+        e.motion_seed = 5; e.grid.value, e.t.value, e.psi.value = 2, 1.5, 0.8
+        path = e.export(num_frames=3)
+    finally: e.close()
+    rec = json.loads((path.parent / 'grid.json').read_text())
+    argv = rec['argv']
+    assert '--motion-seeds' in argv and '--as-grid' in argv, argv
+    argv[argv.index('--outdir') + 1] = str(tmp_path / 'again')
+    assert cli_main(argv + ['--no-progress', '--crf', '0']) == 0
+    a, b = ([f.to_ndarray(format='rgb24') for f in av.open(str(p)).decode(video=0)] for p in (path, tmp_path / 'again' / 'grid.mp4'))
+    assert len(a) == len(b) == 3 and max(np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b)) < 3
+
 def test_export_of_a_bad_length_is_refused(ex):
     with pytest.raises(ValueError, match='expected at least 1'):
         ex.export(num_frames=-3)

@@ -127,6 +127,24 @@ def test_sidecar_regenerates_the_same_frames(tmp_path, ckpt):
         assert np.array_equal(read_frames(out1 / s), read_frames(tmp_path / 'b' / s))
 
 
+def test_motion_seeds_from_the_cli_and_the_sidecar(tmp_path, ckpt, capsys):
+    "--motion-seeds gives each video another motion (same content); the sidecar's argv carries it, so it regenerates."
+    common = ['--network', str(ckpt), '--seeds', '2-3', '--video-len', '4', '--format', 'frames', '--no-progress']
+    assert cli_main(common + ['-o', str(tmp_path / 'own')]) == 0
+    assert cli_main(common + ['-o', str(tmp_path / 'moved'), '--motion-seeds', '7,9']) == 0
+    rec = json.loads((tmp_path / 'moved' / 'videos.json').read_text())
+    assert (rec['content_seeds'], rec['motion_seeds']) == ([2, 3], [7, 9]) and '--motion-seeds' in rec['argv']
+    own, moved = (read_frames(tmp_path / d / 'seed000002') for d in ('own', 'moved'))
+    assert not np.array_equal(own, moved)
+    argv = list(rec['argv']); argv[argv.index('--outdir') + 1] = str(tmp_path / 'again')
+    assert cli_main(argv + ['--no-progress']) == 0
+    assert np.array_equal(moved, read_frames(tmp_path / 'again' / 'seed000002'))
+    for extra, expect in ((['--motion-seeds', '7'], 'expected one per video (2), got 1'),
+                          (['--motion-seeds', '7,9', '--decomposition'], 'a decomposition takes its motions from --seeds')):
+        assert cli_main(common + ['-o', str(tmp_path / 'bad')] + extra) == 2
+        assert expect in capsys.readouterr().err and not (tmp_path / 'bad').exists()
+
+
 def test_interrupted_run_leaves_nothing(tmp_path, G):
     def chunks():
         it = generate_videos(G, [1, 2], 8, chunk_frames=4)

@@ -5,7 +5,9 @@
 # %% ../../nbs/03_data.video.ipynb #b9a84e6f
 from __future__ import annotations
 
+import fractions
 import io
+import numbers
 import os
 import queue
 import threading
@@ -87,7 +89,10 @@ class VideoWriter(AtomicWriter):
     "Encode frames into a video file one at a time or in chunks; the file appears under `path` only when `close()` succeeds."
     def __init__(self, path: str | os.PathLike, fps: float = 25, codec: str = 'libx264', pix_fmt: str = 'yuv420p',
                  options: dict | None = None, background: bool = False, queue_size: int = 4):
-        self.path, self.fps, self.codec, self.pix_fmt = Path(path), fps, codec, pix_fmt
+        if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and fps > 0):
+            raise ValueError(f"fps: expected a positive frame rate, got {fps!r}")
+        # PyAV takes an int or a Fraction (a float such as 30.0 from the command line fails inside the encoder)
+        self.path, self.fps, self.codec, self.pix_fmt = Path(path), fractions.Fraction(fps).limit_denominator(1001), codec, pix_fmt
         self.options = {k: str(v) for k, v in (options or {}).items()}
         self.num_frames, self.closed, self._stream, self._error = 0, False, None, None
         self._make_parent(self.path)
