@@ -6,7 +6,8 @@ Configurations, each in its own process (so peak memory is its own), measured in
   original       default widths (channel_base 16384, channel_max 512, 2-layer mappings), 64 px, batch 4, fp32,
                  the original's configuration reproduced in this package: ref ops, non-fused modulated conv
   default        the same model with this package's defaults (native ops where built; on a CPU the loop modulates this wide
-                 G's weights once per video, train.modconv=per_video)
+                 G's weights once per video, train.modconv=per_video; and, as `stylegan-v train` on a CPU, freed
+                 memory stays mapped: train.keep_freed_memory)
 Ratios against `original` are what to read; absolute seconds on a shared machine are noisy.
 With a GPU: `--device cuda --res 256 --dtypes fp32 fp16 bf16 --channels-last --compile` adds those variants.
 
@@ -47,6 +48,9 @@ def child(args):
                      (['train.modconv=nonfused'] if args.one == 'original' else []))
     plan = plan_from_run_config(rc)
     ctx = contextlib.nullcontext()
+    if args.one != 'original':  # what `stylegan-v train` does on a CPU (the original leaves glibc's allocator alone)
+        from stylegan_v.train import keep_freed_memory
+        if args.device == 'cpu': keep_freed_memory()
     if args.one == 'original':  # every bias_act / upfirdn2d call on the plain-PyTorch reference, as the original on a CPU
         import stylegan_v.ops.bias_act as ba, stylegan_v.ops.upfirdn2d as ud
         ba.resolve_impl = ud.resolve_impl = lambda *a, **k: None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 import itertools
 import json
@@ -43,8 +44,8 @@ __all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDE
            'snapshot_grid', 'write_grid', 'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog',
            'tick_stats', 'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot',
            'check_metrics', 'take_snapshot', 'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train',
-           'run_overrides', 'config_from_args', 'cli_main', 'template_path', 'run_notebook', 'load_stats',
-           'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
+           'run_overrides', 'config_from_args', 'keep_freed_memory', 'cli_main', 'template_path', 'run_notebook',
+           'load_stats', 'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -774,10 +775,20 @@ def _parser():
     add_overrides(p, help='RunConfig fields (train.batch_size=32, train.dtype=bf16, metrics.metrics=[], resume=latest)')
     return p
 
+def keep_freed_memory() -> bool:
+    "glibc: keep freed large blocks in this process instead of unmapping them (no page faults on the next step); True if set."
+    try: libc = ctypes.CDLL('libc.so.6') if sys.platform.startswith('linux') else None
+    except OSError: libc = None
+    if libc is None or not hasattr(libc, 'mallopt'): return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
 def _run_cli(args) -> int:
     rc = config_from_args(args)
     if args.notebook: return run_notebook(rc, args.outdir)
     plan = plan_from_run_config(rc, sdist.env_ranks()[1])
+    if plan.device == 'cpu' or (plan.device == 'auto' and not torch.cuda.is_available()):
+        keep_freed_memory()  # a training process of its own: 4-5% faster steps at 64 px on a CPU (see "Speed on a CPU")
     if sdist.env_ranks()[0] == 0 and rc.train.resume is None:
         resume_point(args.outdir, plan, None)  # refuse an existing run before building anything
     try: summary = run_training(plan, args.outdir, resume=rc.train.resume, run_config=rc.to_dict())

@@ -224,3 +224,11 @@ def test_metrics_at_snapshots_keep_last_and_best(tmp_path, data16, monkeypatch):
     assert best_snapshot(tmp_path / 'run', 'fvd8_4f')[0].name == best             # what `generate --networks-dir` picks
     stats = [json.loads(l) for l in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()]
     assert [s['Metrics/fvd8_4f'] for s in stats] == [l['value'] for l in lines]
+
+
+def test_keep_freed_memory_in_a_training_process():
+    "stylegan-v train on a CPU keeps freed blocks mapped (glibc's mallopt); elsewhere it says it could not."
+    import platform, subprocess, sys
+    code = 'from stylegan_v.train import keep_freed_memory; print(keep_freed_memory())'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(platform.libc_ver()[0] == 'glibc')
