@@ -728,6 +728,8 @@ def plan_from_run_config(rc: RunConfig, num_gpus: int = 1) -> TrainPlan:
     if dtype != 'fp16': G_kwargs, D_kwargs = apply_precision(G_kwargs, D_kwargs, dtype)
     if t.aug == 'fixed' and t.p is None: raise ConfigError("train.aug=fixed needs train.p (the augmentation probability)")
     metrics = m.names()
+    if m.best_metric is not None and m.best_metric not in metrics:
+        raise ConfigError(f"metrics.best_metric={m.best_metric} is not among the metrics computed at snapshots ({', '.join(metrics) or 'none'})")
     return TrainPlan(
         data=str(rc.data.path), G_kwargs=G_kwargs, D_kwargs=D_kwargs, sampling=rc.sampling.to_dict(), use_labels=rc.data.labels,
         mirror=rc.data.mirror, max_num_frames=rc.data.max_num_frames, subset=rc.data.subset, num_workers=t.num_workers,

@@ -168,6 +168,9 @@ def test_cli_errors(tmp_path, data16, capsys):
     assert 'no such file or folder' in capsys.readouterr().err
     assert cli_main(common + ['train.dtype=fp8']) == 2
     assert "'fp32', 'fp16', 'bf16'" in capsys.readouterr().err
+    assert cli_main(common + ['metrics.best_metric=fid50k_full']) == 2
+    assert 'metrics.best_metric=fid50k_full is not among the metrics computed at snapshots (fvd2048_16f)' in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()
 
 
 def test_cli_trains_resumes_and_runs_the_notebook(tmp_path, data16, capsys):
