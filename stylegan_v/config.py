@@ -203,7 +203,7 @@ class TrainConfig(Config):
     dtype: typing.Optional[str] = None   # 'fp32' | 'fp16' (top-4 blocks + conv_clamp) | 'bf16' (autocast); None: fp32 if model.fp32
     channels_last: bool = False          # G and D memory format
     compile: bool = False                # torch.compile of G's mapping and synthesis
-    modconv: typing.Optional[str] = None # G's modulated-conv path: 'per_video', 'nonfused'; None: per_video on a CPU, G's own on a GPU
+    modconv: typing.Optional[str] = None # G's modulated-conv path: 'per_video', 'nonfused'; None: train.default_modconv's rule
     allow_tf32: bool = False
     nobench: bool = False
     keep_last: int = 5                   # snapshots kept besides the best one (0: keep all)

@@ -216,7 +216,7 @@ class TrainPlan(Config):
     channels_last: bool = False
     compile: bool = False
     tf32: bool = False
-    modconv: typing.Optional[str] = None            # G's modulated-conv path in training (None: per_video on a CPU, G's own on a GPU)
+    modconv: typing.Optional[str] = None            # G's modulated-conv path in training (None: `default_modconv`'s rule)
     metrics: typing.List[str] = dataclasses.field(default_factory=list)
     metric_kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)
     best_metric: typing.Optional[str] = None        # keep the snapshot that is best by this metric

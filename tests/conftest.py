@@ -37,3 +37,14 @@ def shared_dir() -> Path:
 @pytest.fixture(scope='session')
 def parity_dir(shared_dir) -> Path:
     return need_shared('parity')
+
+
+@pytest.fixture
+def cli_error(capsys):
+    "`cli_error(cli_main, argv, 'NAME')`: the run must exit 2 with one line `stylegan-v NAME: error: ...`; returns that line."
+    def run(cli_main, argv, command: str) -> str:
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f'stylegan-v {command}: error:'), err
+        return err
+    return run

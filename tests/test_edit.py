@@ -59,7 +59,7 @@ def test_identity_loss_needs_weights(setup):
     assert res.history['id'][0] == pytest.approx(0, abs=1e-5) and len(res.history['id']) == 4
 
 
-def test_edit_cli(setup, capsys):
+def test_edit_cli(setup, capsys, cli_error):
     d, G, _ = setup
     common = ['--network', str(d / 'G.safetensors'), '--clip-model', str(d / 'clip.json'),
               '--clip-weights', str(d / 'clip.safetensors'), '--num-frames', '6', '--steps', '4']
@@ -75,11 +75,7 @@ def test_edit_cli(setup, capsys):
     assert torch.equal(load_codes(d / 'out2/edited_codes.safetensors').motion_z, edited.motion_z)
     capsys.readouterr()
 
-    def error(argv):
-        assert cli_main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith('stylegan-v edit: error:'), err
-        return err
+    error = lambda argv: cli_error(cli_main, argv, 'edit')
 
     assert 'expected a non-empty text' in error(common + ['--prompt', '  ', '--outdir', str(d / 'o1')])
     assert 'do not exist' in error(common[:4] + ['--clip-weights', str(d / 'none.safetensors'), '--prompt', 'x',

@@ -63,7 +63,7 @@ def test_projection_reconstructs_and_moves(setup):
     assert psnr(longer[:NUM_FRAMES], tgt).min() >= 30
 
 
-def test_project_cli(setup, capsys):
+def test_project_cli(setup, capsys, cli_error):
     d, G, target, _ = setup
     save_checkpoint(d / 'G.safetensors', {'G_ema': G})
     write_video(d / 'clip.mp4', target, fps=8, options={'qp': 0})
@@ -78,11 +78,7 @@ def test_project_cli(setup, capsys):
     assert codes.content_w.shape == (1, G.num_ws, G.w_dim) and codes.frame_times.tolist() == list(range(NUM_FRAMES))
     capsys.readouterr()
 
-    def error(argv):
-        assert cli_main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith('stylegan-v project: error:'), err
-        return err
+    error = lambda argv: cli_error(cli_main, argv, 'project')
 
     assert 'already exists' in error(args + ['--outdir', str(d / 'out')])
     write_video(d / 'big.mp4', np.repeat(np.repeat(target, 2, 1), 2, 2), fps=8)
