@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -115,7 +116,10 @@ def load_detector(name: str, paths: dict[str, str] | None = None, device: str | 
         raise DetectorError(f"detector {name} ({path}): sha256 mismatch, expected {sha256.lower()}, got {digest}")
     key = (str(path.resolve()), digest, str(device))
     if key not in _LOADED:
-        try: module = torch.jit.load(str(path), map_location=device)
+        try:
+            with warnings.catch_warnings():  # the original's detectors are TorchScript files: loading them is the point
+                warnings.filterwarnings('ignore', message=r'`torch\.jit\.\w+` is deprecated', category=FutureWarning)
+                module = torch.jit.load(str(path), map_location=device)
         except Exception as e:  # torch raises RuntimeError / ValueError / zipfile errors for non-archives
             raise DetectorError(f"detector {name}: {path} is not a TorchScript archive ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                                 f"expected a file written by torch.jit.save (pickled .pkl detectors are not loaded: unpickling runs code)") from e
@@ -174,5 +178,7 @@ class StandInImageDetector(torch.nn.Module):
 def save_standin(module: torch.nn.Module, path: str | os.PathLike) -> Path:
     "Script `module` and save it as a TorchScript file (what `load_detector` expects)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(module.eval()).save(str(path))
+    with warnings.catch_warnings():  # stand-ins must be TorchScript files like the real detectors
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.\w+` is deprecated', category=FutureWarning)
+        torch.jit.script(module.eval()).save(str(path))
     return path
