@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import multiprocessing
@@ -29,7 +30,7 @@ from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_v
 # %% auto #0
 __all__ = ['PrepareError', 'video_to_dataset', 'list_videos', 'broken_report_path', 'videos_to_dataset', 'crop_dataset',
            'mask_box', 'square_box', 'union_box', 'faces_to_dataset', 'static_dataset', 'positive_int',
-           'non_negative_int', 'jpeg_quality', 'positive_float', 'build_parser', 'cli_main']
+           'non_negative_int', 'jpeg_quality', 'positive_float', 'hyphen_help', 'build_parser', 'cli_main']
 
 # %% ../../nbs/03e_data.prepare.ipynb #4cac317e
 class PrepareError(UsageError, ValueError):
@@ -333,7 +334,7 @@ def _output_args(p, required=True, frames=True, exts=FRAME_EXTS):
     add_force(p, help='replace an existing output (the old one is removed only once the new one is complete)')
 
 def _broken_args(p):
-    p.add_argument('--num_workers', type=non_negative_int, default=min(8, os.cpu_count() or 1), help='decoding processes (0: in this process)')
+    p.add_argument('--num-workers', '--num_workers', type=non_negative_int, default=min(8, os.cpu_count() or 1), help='decoding processes (0: in this process)')
     p.add_argument('--allow-broken', '--allow_broken', dest='allow_broken', action='store_true',
                    help='write the dataset without the inputs that cannot be read (listed in <output>_broken.json); '
                         'without it they stop the run, exit code 2, nothing written')
@@ -344,27 +345,37 @@ def _subparser(sub, name: str, help: str, description: str):
     p.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the full traceback on errors')
     return p
 
+# %% ../../nbs/03e_data.prepare.ipynb #c960d486
+def hyphen_help(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpFormatter]:
+    "`formatter`, listing each option without its underscore spellings (they still parse: the original's aliases)."
+    class HyphenHelp(formatter):
+        def _format_action_invocation(self, action):
+            shown = [s for s in action.option_strings if '_' not in s]
+            if shown and len(shown) < len(action.option_strings): action = copy.copy(action); action.option_strings = shown
+            return super()._format_action_invocation(action)
+    return HyphenHelp
+
 # %% ../../nbs/03e_data.prepare.ipynb #ac0a8672
 def _video_parsers(sub):
     p = _subparser(sub, 'video', 'one long video -> fixed-length chunks',
                    'Cut one long video into chunks of equal length (the RainbowJelly recipe). Non-square frames are centre-'
-                   'cropped to a square, then Lanczos-resized to --target_size. Trailing frames that do not fill a whole '
+                   'cropped to a square, then Lanczos-resized to --target-size. Trailing frames that do not fill a whole '
                    'chunk are dropped; how many is reported.')
     p.add_argument('-s', '--source', '--source_video_path', dest='source', required=True, help='the video file')
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('-n', '--num_chunks', type=positive_int, help='cut into this many equal chunks')
-    g.add_argument('-cs', '--chunk_size', type=positive_int, help='frames per chunk')
-    p.add_argument('-sf', '--start_frame', type=non_negative_int, default=0, help='frames to skip at the start')
-    p.add_argument('--target_size', type=positive_int, default=128, help='output frame size (square)')
+    g.add_argument('-n', '--num-chunks', '--num_chunks', type=positive_int, help='cut into this many equal chunks')
+    g.add_argument('-cs', '--chunk-size', '--chunk_size', type=positive_int, help='frames per chunk')
+    p.add_argument('-sf', '--start-frame', '--start_frame', type=non_negative_int, default=0, help='frames to skip at the start')
+    p.add_argument('--target-size', '--target_size', type=positive_int, default=128, help='output frame size (square)')
     p.add_argument('--fps', '--force_fps', dest='fps', type=positive_float, default=None, help='resample to this frame rate first')
     _output_args(p)
     p = _subparser(sub, 'videos', 'a directory of clips -> one video folder per clip',
                    'Convert every clip in a directory into one video folder. Non-square frames: the shorter side is '
-                   'Lanczos-resized to --target_size, then centre-cropped; how many clips were not square is reported. '
+                   'Lanczos-resized to --target-size, then centre-cropped; how many clips were not square is reported. '
                    'Clips that cannot be read stop the run unless --allow-broken.')
     p.add_argument('-s', '--source', '--source_dir', dest='source', required=True, help='the directory of clips')
-    p.add_argument('--video_ext', nargs='+', default=list(VIDEO_EXTENSIONS), help='extensions that count as clips')
-    p.add_argument('--target_size', type=positive_int, default=128, help='output frame size (square)')
+    p.add_argument('--video-ext', '--video_ext', nargs='+', default=list(VIDEO_EXTENSIONS), help='extensions that count as clips')
+    p.add_argument('--target-size', '--target_size', type=positive_int, default=128, help='output frame size (square)')
     p.add_argument('--fps', '--force_fps', dest='fps', type=positive_float, default=None, help='resample to this frame rate first')
     _broken_args(p)
     _output_args(p)
@@ -372,34 +383,34 @@ def _video_parsers(sub):
 # %% ../../nbs/03e_data.prepare.ipynb #05a3fda2
 def _dataset_parsers(sub):
     p = _subparser(sub, 'crop', 'temporal crop / resize of a frame dataset',
-                   'Drop the first --slice_n_left_frames frames of every video, keep at most --max_num_frames (the rest '
+                   'Drop the first --slice-n-left-frames frames of every video, keep at most --max-num-frames (the rest '
                    'is dropped), optionally resize (shorter side to --resize, then centre crop). Labels are carried over.')
     p.add_argument('source', help='frame dataset: a directory or a .zip')
-    p.add_argument('-n', '--max_num_frames', type=positive_int, default=None, help='frames kept per video (default: all)')
-    p.add_argument('--slice_n_left_frames', type=non_negative_int, default=0, help='frames to drop at the start of every video')
+    p.add_argument('-n', '--max-num-frames', '--max_num_frames', type=positive_int, default=None, help='frames kept per video (default: all)')
+    p.add_argument('--slice-n-left-frames', '--slice_n_left_frames', type=non_negative_int, default=0, help='frames to drop at the start of every video')
     p.add_argument('--resize', type=positive_int, default=None, help='output frame size (default: unchanged)')
     _output_args(p, required=False)
     p.set_defaults(ext=None)
     p = _subparser(sub, 'faces', 'FaceForensics-style face crops from mask videos',
                    'Crop the face of every <split>/original clip using its <split>/mask clip (square box around the '
-                   'non-white mask pixels), resized to --img_size.')
+                   'non-white mask pixels), resized to --img-size.')
     p.add_argument('-s', '--source', '--source_dir', dest='source', required=True, help='the FaceForensics folder')
     p.add_argument('--split', default='train', help='sub-folder holding original/ and mask/')
-    p.add_argument('--img_size', type=positive_int, default=256, help='output frame size (square)')
-    p.add_argument('--wide_crop', action='store_true', help='one box per video (stable) instead of one per frame')
+    p.add_argument('--img-size', '--img_size', type=positive_int, default=256, help='output frame size (square)')
+    p.add_argument('--wide-crop', '--wide_crop', action='store_true', help='one box per video (stable) instead of one per frame')
     _broken_args(p)
     _output_args(p)
     p = _subparser(sub, 'static', 'frozen videos (one random frame repeated) for FVD sanity checks',
                    'Replace every video by one of its frames (chosen with --seed), repeated. Frames are copied, not re-encoded.')
     p.add_argument('-d', '--source', '--dataset_path', dest='source', required=True, help='frame dataset: a directory or a .zip')
-    p.add_argument('-l', '--max_len', type=positive_int, default=None, help='at most this many frames per video')
-    p.add_argument('-fl', '--force_len', type=positive_int, default=None, help='exactly this many frames per video')
+    p.add_argument('-l', '--max-len', '--max_len', type=positive_int, default=None, help='at most this many frames per video')
+    p.add_argument('-fl', '--force-len', '--force_len', type=positive_int, default=None, help='exactly this many frames per video')
     p.add_argument('--seed', type=non_negative_int, default=0, help='which frames are chosen')
     _output_args(p, required=False, frames=False)
     p = _subparser(sub, 'synthetic', 'the built-in synthetic dataset (moving shapes)',
                    'Write the built-in dataset of moving discs and squares (data.synthetic); the same seed gives the same bytes.')
-    p.add_argument('--num_videos', type=positive_int, default=32, help='videos')
-    p.add_argument('--num_frames', type=positive_int, default=32, help='frames per video')
+    p.add_argument('--num-videos', '--num_videos', type=positive_int, default=32, help='videos')
+    p.add_argument('--num-frames', '--num_frames', type=positive_int, default=32, help='frames per video')
     p.add_argument('--resolution', type=positive_int, default=64, help='frame size (square)')
     p.add_argument('--seed', type=non_negative_int, default=0, help='dataset seed')
     p.add_argument('--labels', action='store_true', help='write dataset.json with a class per video')
@@ -410,6 +421,7 @@ _MODES = ('video', 'videos', 'crop', 'faces', 'static', 'synthetic')
 
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser('prepare', 'Build StyleGAN-V datasets: frame folders in a directory or a .zip.')
+    parser.formatter_class = hyphen_help(parser.formatter_class)
     sub = parser.add_subparsers(dest='mode', required=True, metavar='MODE')
     sub.formatter_class = parser.formatter_class
     _video_parsers(sub)
