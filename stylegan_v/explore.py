@@ -5,11 +5,13 @@
 # %% ../nbs/10_explorer.ipynb #4c6d0b69
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from .demo import small_model_kwargs
 
 # %% auto #0
 __all__ = ['DEMO_CHECKPOINT', 'find_demo_checkpoint', 'builtin_generator', 'pick_generator', 'time_key', 'View', 'FrameCache',
-           'FrameRenderer', 'Explorer', 'explore', 'measure_latency']
+           'FrameRenderer', 'Explorer', 'upscale_nearest', 'explore', 'measure_latency']
 
 # %% ../nbs/10_explorer.ipynb #035a079c
 DEMO_CHECKPOINT = 'runs_out/demo/model.safetensors'
@@ -159,6 +161,8 @@ def frame(self: FrameRenderer, view: View) -> np.ndarray | None:
     return None if any(c is None for c in cells) else video_grid(np.stack(cells)[:, None], view.grid)[0]
 
 # %% ../nbs/10_explorer.ipynb #457e1986
+_RUNNING = weakref.WeakSet()  # explorers whose threads must stop before the interpreter exits (see `stop`)
+
 class Explorer:
     "An ipywidgets app over a generator: seeds, new content/motion, psi, time with play, slow motion, grid, mp4 export."
     def __init__(self, G: torch.nn.Module, *, seed: int = 0, length: int = 128, fps: int = 12, grid: int = 1,
@@ -175,13 +179,14 @@ class Explorer:
         self.error, self.idle, self.last_export, self._export_thread = None, False, None, None
         self._wire()
         self._worker = threading.Thread(target=self._work, name='explorer-render', daemon=True)
-        if background: self._worker.start()
+        if background: self._worker.start(); _RUNNING.add(self)
         self._request()
 
 # %% ../nbs/10_explorer.ipynb #4a6266b8
 @patch
 def _build_widgets(self: Explorer, seed: int, fps: int, grid: int, display_size: int):
     W, style = widgets, {'description_width': 'initial'}
+    self.display_size = display_size
     self.seed = W.BoundedIntText(seed, min=0, max=2**31 - 2, description='seed', layout={'width': '160px'})
     self.new_content, self.new_motion = W.Button(description='new content'), W.Button(description='new motion')
     self.psi = W.FloatSlider(1.0, min=-1.0, max=2.0, step=0.05, description='psi')
@@ -256,12 +261,18 @@ def resample(self: Explorer, content: bool = False, motion: bool = False):
 
 
 
+# %% ../nbs/10_explorer.ipynb #525f8a2c
+def upscale_nearest(frame: np.ndarray, size: int) -> np.ndarray:
+    "`frame` [H, W, C] enlarged by the largest whole factor that keeps its longer side <= `size` (pixels repeated, never blurred)."
+    k = max(1, int(size) // max(frame.shape[:2]))
+    return frame if k == 1 else frame.repeat(k, axis=0).repeat(k, axis=1)
+
 # %% ../nbs/10_explorer.ipynb #3d2e7547
 @patch
 def _show(self: Explorer, view: View, frame: np.ndarray):
     with self._show_lock:
         if view != self._latest: return
-        self.image.value = encode_frame(frame, 'jpg', quality=90)
+        self.image.value = encode_frame(upscale_nearest(frame, self.display_size), 'jpg', quality=90)
         self.shown, self.shown_frame = view, frame
         c = self.renderer.cache
         self.status.value = (f"<small>{self.source} · content seed {view.content_seed} · motion seed {view.motion_seed} · "
@@ -326,10 +337,21 @@ def wait(self: Explorer, timeout: float = 30.0, prefetch: bool = False) -> Explo
         time.sleep(0.005)
 
 @patch
+def stop(self: Explorer, timeout: float = 30.0):
+    "End the render thread and wait for an export in flight; the widgets stay (showing the last frame)."
+    with self._cond: self._stop = True; self._cond.notify()
+    for thread in (self._worker, self._export_thread):
+        if thread is not None and thread.is_alive(): thread.join(timeout)
+    _RUNNING.discard(self)
+
+@atexit.register
+def _stop_running():  # a thread still inside torch when the interpreter exits aborts the process (exit code 134)
+    for ex in list(_RUNNING): ex.stop()
+
+@patch
 def close(self: Explorer):
     "Stop the render thread and close the widgets."
-    with self._cond: self._stop = True; self._cond.notify()
-    if self._worker.is_alive(): self._worker.join(timeout=10)
+    self.stop()
     for w in (self.app, *self.app.children, *[c for box in self.app.children for c in getattr(box, 'children', ())]): w.close()
 
 # %% ../nbs/10_explorer.ipynb #2307886e
