@@ -18,5 +18,5 @@ export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$root/.torch_extensions}
 SECONDS=0
 echo "== 1-2. sync and clean checks"; python tools/check_sync.py
 echo "== 3. nbdev_test (CPU)";          nbdev_test --n_workers 2
-echo "== 4. pytest";                   python -m pytest tests/ -q -p no:cacheprovider "$@"
+echo "== 4. pytest";                   python -m pytest tests/ -q -rs -p no:cacheprovider "$@"   # -rs: each skipped test with its reason
 echo "tests finished in ${SECONDS}s"
