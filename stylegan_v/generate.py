@@ -24,14 +24,15 @@ from tqdm.auto import tqdm
 import stylegan_v
 from .core import UsageError, atomic_write_bytes, pick_device, publish_permissions, sha256_file
 from .checkpoints import CheckpointError
+from .runs import best_metric_line, best_snapshot, higher_is_better
 from .data.video import VideoWriter, to_uint8
 from .data.layout import encode_frame
 
 # %% auto #0
 __all__ = ['FORMATS', 'SAMPLING_KEYS', 'parse_seeds', 'frame_times', 'seed_z', 'class_labels', 'content_codes',
            'motion_embedding', 'VideoChunk', 'render_chunk', 'generate_videos', 'videos_array', 'video_grid',
-           'decomposition_seeds', 'FrameFolderSink', 'open_sink', 'output_name', 'write_videos', 'higher_is_better',
-           'best_metric_line', 'best_snapshot', 'load_generator', 'regenerate_argv', 'generate', 'cli_main']
+           'decomposition_seeds', 'FrameFolderSink', 'open_sink', 'output_name', 'write_videos', 'load_generator',
+           'regenerate_argv', 'generate', 'cli_main']
 
 # %% ../nbs/05_generate.ipynb #cfe0112d
 def parse_seeds(spec: str | int | typing.Iterable[int]) -> list[int]:
@@ -277,42 +278,6 @@ def write_videos(chunks: typing.Iterable[VideoChunk], sink_for: typing.Callable,
         for s in sinks.values(): s.abort()
         raise
     return written
-
-# %% ../nbs/05_generate.ipynb #17ce5d6e
-def higher_is_better(metric: str) -> bool:
-    "Inception scores grow with quality; distances (FVD, FID, KID) shrink: the one rule for \"best\"."
-    return metric.startswith('is')
-
-def best_metric_line(path, metric: str, mode: str = 'auto', keep=lambda rec: True) -> dict | None:
-    "The best line of a `metric-<metric>.jsonl` file among those `keep` accepts (ties: the later line); None if none is finite."
-    if mode == 'auto': mode = 'max' if higher_is_better(metric) else 'min'
-    if mode not in ('min', 'max'): raise UsageError(f"metric mode: expected 'min', 'max' or 'auto', got {mode!r}")
-    records = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip(): continue
-        try:
-            rec = json.loads(line)
-            value = float(rec['value'] if 'value' in rec else rec['results'][metric])
-            rec = dict(rec, value=value, snapshot=rec.get('snapshot') or rec['snapshot_pkl'])
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{path}:{n}: expected a JSON object with 'value' and 'snapshot', got {line[:80]!r}") from e
-        if math.isfinite(value) and keep(rec): records.append((value if mode == 'max' else -value, n, rec))
-    return max(records, key=lambda r: r[:2])[2] if records else None
-
-def best_snapshot(run_dir, metric: str = 'fvd2048_16f', mode: str = 'auto') -> tuple[Path, dict]:
-    "The snapshot of `run_dir` with the best `metric` value (from `metric-<metric>.jsonl`), and that line."
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise NotADirectoryError(f"--networks-dir {run_dir}: expected a training run folder, found none")
-    path = run_dir / f'metric-{metric}.jsonl'
-    if not path.is_file():
-        have = sorted(p.name[7:-6] for p in run_dir.glob('metric-*.jsonl'))
-        raise FileNotFoundError(f"{path} does not exist; metrics logged in {run_dir}: {', '.join(have) or 'none'} "
-                                f"(choose one with --metric, or give a snapshot with --network)")
-    rec = best_metric_line(path, metric, mode)
-    if rec is None: raise UsageError(f"{path}: expected at least one line with a finite {metric} value, found none")
-    snapshot = run_dir / rec['snapshot']
-    if not snapshot.is_file(): raise FileNotFoundError(f"best {metric} snapshot {snapshot} (from {path.name}) does not exist")
-    return snapshot, rec
 
 # %% ../nbs/05_generate.ipynb #1b739338
 def load_generator(path, device='cpu'):
