@@ -28,7 +28,10 @@ from .core import Config, ConfigError, UsageError, atomic_path, atomic_write_byt
 from .checkpoints import CheckpointError, build_network, load_checkpoint, read_checkpoint, save_checkpoint, checkpoint_kind
 from .data.dataset import VideoDataset, sample_fake_conditions
 from .data.video import to_uint8, write_video
-from .generate import best_metric_line, video_grid
+from .generate import video_grid
+from .runs import (RUN_FILE, SNAPSHOT_RE, STATS_FILE, DiskFull, append_jsonl, best_metric_line, check_free_space,
+                             disk_space_guard, find_snapshots, latest_snapshot, load_stats, metric_log, read_jsonl,
+                             remove_partials, snapshot_name, truncate_jsonl)
 from .augment import augment_setup
 from .loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, sanitize_grads, update_ema
 from . import distributed as sdist
@@ -36,16 +39,15 @@ from .cliutils import add_outdir, add_overrides, command_parser, run_command
 from .config import RunConfig, load_run_config, r1_gamma_auto
 
 # %% auto #0
-__all__ = ['SNAPSHOT_RE', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'RUN_FILE', 'counter_seed',
-           'seed_from_counters', 'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'snapshot_name',
-           'find_snapshots', 'remove_partials', 'resolve_spec', 'apply_precision', 'TrainPlan', 'TrainingDiverged',
-           'Trainer', 'open_training_dataset', 'default_modconv', 'fp32_forward', 'make_augment', 'next_rounds',
-           'train_step', 'clip_loader', 'training_record', 'save_snapshot', 'load_snapshot', 'tiny_model_kwargs',
-           'snapshot_grid', 'write_grid', 'check_resume_compatible', 'resume_point', 'truncate_jsonl', 'RunLog',
+__all__ = ['CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'counter_seed', 'seed_from_counters',
+           'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'resolve_spec', 'apply_precision', 'TrainPlan',
+           'TrainingDiverged', 'Trainer', 'open_training_dataset', 'default_modconv', 'fp32_forward', 'make_augment',
+           'next_rounds', 'train_step', 'clip_loader', 'training_record', 'save_snapshot', 'load_snapshot',
+           'tiny_model_kwargs', 'snapshot_grid', 'write_grid', 'check_resume_compatible', 'resume_point', 'RunLog',
            'tick_stats', 'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot',
            'check_metrics', 'take_snapshot', 'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train',
            'run_overrides', 'config_from_args', 'keep_freed_memory', 'cli_main', 'template_path', 'run_notebook',
-           'load_stats', 'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
+           'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -114,31 +116,6 @@ def unpack_state(tensors: dict, skeleton):
         if '__tuple__' in x: return tuple(dec(v) for v in x['__tuple__'])
         return {k: dec(v) for k, v in x['__items__']}
     return dec(skeleton)
-
-# %% ../nbs/07a_train.ipynb #e59dafe3
-SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+\.\d{3})\.safetensors$')
-
-def snapshot_name(cur_nimg: int) -> str:
-    "File name of the snapshot taken after `cur_nimg` frames."
-    return f'network-snapshot-{cur_nimg / 1000:010.3f}.safetensors'
-
-def find_snapshots(run_dir: str | os.PathLike) -> list[Path]:
-    "Complete training snapshots in `run_dir`, oldest first (files that are not readable checkpoints are skipped, with a warning)."
-    found = []
-    for p in Path(run_dir).glob('network-snapshot-*.safetensors'):
-        m = SNAPSHOT_RE.match(p.name)
-        if not m: continue
-        try: checkpoint_kind(p)
-        except (CheckpointError, OSError) as e:
-            warnings.warn(f"ignoring {p}: {e}"); continue
-        found.append((float(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-def remove_partials(run_dir: str | os.PathLike) -> list[Path]:
-    "Delete the temporary files an interrupted atomic write left in `run_dir`; return them."
-    gone = [p for p in Path(run_dir).glob('.*.partial') if p.is_file()]
-    for p in gone: p.unlink()
-    return gone
 
 # %% ../nbs/07a_train.ipynb #32c8949d
 CFG_SPECS = {  # name: (mb, mbstd, fmaps, lrate, gamma, ema_kimg, ramp, map)
@@ -471,8 +448,6 @@ def write_grid(video: np.ndarray, mp4: Path | None, png: Path | None, fps: int =
         with atomic_path(png) as tmp: PIL.Image.fromarray(strip).save(tmp, format='PNG')
 
 # %% ../nbs/07a_train.ipynb #61bacd06
-RUN_FILE = 'run.json'
-
 def check_resume_compatible(old: dict, new: dict, where: str) -> None:
     "Raise a `ConfigError` naming the plan fields that differ between `old` and `new`, except the resume-safe ones."
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUME_SAFE_FIELDS]
@@ -505,20 +480,12 @@ def resume_point(run_dir: str | os.PathLike, plan: TrainPlan, resume: str | None
     return path
 
 # %% ../nbs/07a_train.ipynb #7c70e84e
-def truncate_jsonl(path: Path, keep: typing.Callable[[dict], bool]) -> int:
-    "Rewrite the JSON-lines file `path` keeping the lines for which `keep(record)` is true; return how many were dropped."
-    if not path.is_file(): return 0
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
-    kept = [l for l in lines if keep(json.loads(l))]
-    if len(kept) != len(lines): atomic_write_bytes(path, ''.join(l + '\n' for l in kept).encode())
-    return len(lines) - len(kept)
-
 class RunLog:
     "Rank 0's `stats.jsonl` + TensorBoard writer for one run directory."
     def __init__(self, run_dir: Path, resume_nimg: int | None = None, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
         if resume_nimg is not None:
-            for p in [self.run_dir / 'stats.jsonl', *self.run_dir.glob('metric-*.jsonl')]:
+            for p in [self.run_dir / STATS_FILE, *self.run_dir.glob('metric-*.jsonl')]:
                 truncate_jsonl(p, lambda r: r.get('nimg', 0) <= resume_nimg)
         self.tb = None
         if tensorboard:
@@ -526,7 +493,7 @@ class RunLog:
             self.tb = SummaryWriter(str(self.run_dir), purge_step=resume_nimg)
 
     def tick(self, stats: dict) -> None:
-        with open(self.run_dir / 'stats.jsonl', 'a') as f: f.write(json.dumps(stats) + '\n')
+        append_jsonl(self.run_dir / STATS_FILE, stats)
         if self.tb is not None:
             for k, v in stats.items():
                 if isinstance(v, (int, float)) and k not in ('nimg', 'timestamp'): self.tb.add_scalar(k, v, stats['nimg'])
@@ -548,8 +515,8 @@ def tick_stats(self: Trainer) -> dict:
     return out
 
 def best_by_metric(run_dir: Path, metric: str) -> Path | None:
-    "The existing snapshot of `run_dir` that is best by `metric` (`generate.best_metric_line`'s rule); None while none is logged."
-    path = Path(run_dir) / f'metric-{metric}.jsonl'
+    "The existing snapshot of `run_dir` that is best by `metric` (`runs.best_metric_line`'s rule); None while none is logged."
+    path = metric_log(run_dir, metric)
     rec = best_metric_line(path, metric, keep=lambda r: (Path(run_dir) / r['snapshot']).is_file()) if path.is_file() else None
     return None if rec is None else Path(run_dir) / rec['snapshot']
 
@@ -825,12 +792,6 @@ def run_notebook(rc: RunConfig, outdir: str | os.PathLike) -> int:
                                    parameters={'run_config': rc.to_dict(), 'outdir': str(outdir.resolve())})
     print(f"executed notebook: {outdir / 'train.ipynb'}")
     return 0
-
-def load_stats(run_dir: str | os.PathLike) -> list[dict]:
-    "The lines of `run_dir/stats.jsonl`."
-    path = Path(run_dir) / 'stats.jsonl'
-    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; expected a run directory written by stylegan-v train")
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 def plot_training(run_dir: str | os.PathLike, path: str | os.PathLike | None = None):
     "Loss terms, R1, ADA p and metrics of a run against kimg (one panel each); saved to `path` when given."
