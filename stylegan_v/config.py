@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import inspect
 import os
+import re
 import typing
 from pathlib import Path
+
+import yaml
 
 from fastcore.basics import patch
 
@@ -17,7 +21,8 @@ from .core import Config, ConfigError
 
 # %% auto #0
 __all__ = ['POWERS_OF_TWO', 'METRIC_SETS', 'SamplingConfig', 'ModelConfig', 'DataConfig', 'TrainConfig', 'MetricsConfig',
-           'RunConfig', 'r1_gamma_auto', 'presets_dir', 'preset_names', 'preset', 'load_run_config']
+           'RunConfig', 'r1_gamma_auto', 'presets_dir', 'preset_names', 'preset', 'load_run_config', 'field_comments',
+           'commented_yaml']
 
 # %% ../nbs/00a_config.ipynb #5048b39c
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # the original's `total_dists` / `dists_between_frames`
@@ -177,7 +182,8 @@ class TrainConfig(Config):
     "Optimisation and bookkeeping; `None` means the original's `auto` rule (resolved by `RunConfig.resolved`)."
     kimg: float = 25000                  # length in thousands of *frames* shown to D (spec §0.2); fractions allowed
     batch_size: int = 64                 # videos per step, over all GPUs
-    batch_gpu: typing.Optional[int] = None  # videos per GPU per accumulation round; None: batch_size / num_gpus
+    batch_gpu: typing.Optional[int] = None  # videos per GPU per accumulation round; None: the most that fit in memory (<= batch_size / num_gpus)
+    memory_budget_gb: typing.Optional[float] = None  # memory a training step may take (GiB) when batch_gpu is unset; None: what is free
     lr: typing.Optional[float] = None    # None: 0.0025 (0.002 at 1024 px)
     betas: typing.Tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
@@ -198,7 +204,7 @@ class TrainConfig(Config):
     snap: int = 200                      # ticks between snapshots (and metric evaluations)
     seed: int = 0
     num_workers: int = 3
-    resume: typing.Optional[str] = None  # 'latest' or a network-snapshot-*.safetensors
+    resume: typing.Optional[str] = None  # 'latest' (the run in --outdir; error if none), 'auto' (it, else a new run: requeued jobs) or a snapshot file
     cfg: str = 'auto'                    # the original's spec: auto | stylegan2 | paper256 | paper512 | paper1024 | cifar
     dtype: typing.Optional[str] = None   # 'fp32' | 'fp16' (top-4 blocks + conv_clamp) | 'bf16' (autocast); None: fp32 if model.fp32
     channels_last: bool = False          # G and D memory format
@@ -286,3 +292,23 @@ def load_run_config(source: str | os.PathLike | None = None, overrides: typing.I
     elif Path(source).suffix in ('.yaml', '.yml', '.json') or os.sep in str(source): cfg = RunConfig.load(source)
     else: cfg = preset(str(source))
     return cfg.override(list(overrides))
+
+# %% ../nbs/00a_config.ipynb #e2068eb5
+def field_comments(cls: type) -> dict[str, str]:
+    "`{field: comment}` from the `# ...` after each field of the dataclass `cls` in its source."
+    try: lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError): return {}
+    found = (re.match(r'\s+(\w+)\s*:[^#]*#\s*(.+)$', l) for l in lines)
+    return {m.group(1): m.group(2).strip() for m in found if m and m.group(1) in {f.name for f in dataclasses.fields(cls)}}
+
+# %% ../nbs/00a_config.ipynb #2fd97aba
+def commented_yaml(cfg: Config, indent: int = 0) -> str:
+    "`cfg` as YAML (a file `--config` reads; each value as `key=value` takes it), each field followed by its comment."
+    comments, pad, lines = field_comments(type(cfg)), ' ' * indent, []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value): lines += [f'{pad}{f.name}:', commented_yaml(value, indent + 2)]; continue
+        flow = yaml.safe_dump(list(value) if isinstance(value, tuple) else value, default_flow_style=True, width=10**6)
+        text = f"{pad}{f.name}: {flow.removesuffix(chr(10)).removesuffix(chr(10) + '...')}"
+        lines.append(f"{text:<44}# {comments[f.name]}" if f.name in comments else text)
+    return '\n'.join(lines)
