@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -25,10 +26,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['seed_everything', 'pick_device', 'pick_dtype', 'assert_shape', 'UsageError', 'publish_permissions', 'atomic_path',
-           'atomic_write_bytes', 'ConfigError', 'Config', 'parse_override', 'getattr_path', 'DownloadError',
-           'cache_dir', 'sha256_file', 'download', 'SharedDataMissing', 'shared_dir', 'in_ci', 'locate_shared',
-           'shared_path', 'register_shared_magic']
+__all__ = ['seed_everything', 'package_version', 'pick_device', 'pick_dtype', 'assert_shape', 'UsageError', 'publish_permissions',
+           'atomic_path', 'atomic_write_bytes', 'ConfigError', 'Config', 'parse_override', 'getattr_path',
+           'DownloadError', 'cache_dir', 'sha256_file', 'download', 'SharedDataMissing', 'shared_dir', 'in_ci',
+           'locate_shared', 'shared_path', 'register_shared_magic']
 
 # %% ../nbs/00_core.ipynb #2b06ed17
 def seed_everything(seed: int) -> torch.Generator:
@@ -40,6 +41,11 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #c8bce117
+def package_version() -> str:
+    "The installed stylegan-v version (the one `settings.ini` names; `stylegan_v.__version__` holds the same)."
+    return importlib.metadata.version('stylegan-v')
 
 # %% ../nbs/00_core.ipynb #220e1a8f
 def pick_device(device: str | torch.device = 'auto') -> torch.device:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import stylegan_v
-from ..core import UsageError, atomic_path, cache_dir, pick_device
+from ..checkpoints import load as load_network
+from ..core import UsageError, atomic_path, cache_dir, package_version, pick_device
 from .detectors import DETECTORS, Detector, DetectorError, detector_path, load_detector, parse_detector_overrides
 from .features import (ArraySource, GeneratorVideos, _dist, dataset_identity, extract_features,
                                          frame_view, open_source, video_view)
@@ -113,7 +113,7 @@ def make_side(x, resolution: int | None = None, device='cpu') -> Side:
     if isinstance(x, torch.nn.Module): side = Side('generator', G=x)
     elif isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() in CHECKPOINT_SUFFIXES:
         if not Path(x).is_file(): raise FileNotFoundError(f"checkpoint {x} does not exist")
-        side = Side('generator', G=stylegan_v.load(x, device=device), label=str(x))
+        side = Side('generator', G=load_network(x, device=device), label=str(x))
     else:
         src = open_source(x, resolution=resolution)
         side = Side('memory' if isinstance(src, ArraySource) else 'dataset', source=src)
@@ -294,7 +294,7 @@ def _assemble(spec, runs, real_side, fake_side, real_counts, fake_counts, det, s
         detector=dict(name=det.spec.name, sha256=det.sha256, origin=det.origin, call_kwargs=spec.call_kwargs, dim=spec.dim),
         batch_size=dict(real=real_counts['batch_size'] if real_counts else None, fake=fake_counts['batch_size']),
         real=real_side.describe() if real_side is not None else None, fake=fake_side.describe(),
-        world_size=_dist()[1], code_version=stylegan_v.__version__)
+        world_size=_dist()[1], code_version=package_version())
     out = dict(metric=spec.name, value=float(np.mean(values)), std=std, results=results, protocol=protocol, cache=cache_state,
                time_s=round(time.time() - t0, 3))
     if 'terms' in runs[0]: out['terms'] = runs[0]['terms'] if num_runs == 1 else [r['terms'] for r in runs]
