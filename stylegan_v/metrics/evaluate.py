@@ -22,8 +22,8 @@ import torch
 from ..checkpoints import load as load_network
 from ..core import UsageError, atomic_path, cache_dir, package_version, pick_device
 from .detectors import DETECTORS, Detector, DetectorError, detector_path, load_detector, parse_detector_overrides
-from .features import (ArraySource, GeneratorVideos, _dist, dataset_identity, extract_features,
-                                         frame_view, open_source, video_view)
+from .features import (ArraySource, GeneratorVideos, dataset_identity, extract_features,
+                                         frame_view, open_source, rank_and_world, video_view)
 from .stats import FeatureStats, frechet_terms, inception_score, kernel_distance
 
 # %% auto #0
@@ -223,7 +223,7 @@ def _value(spec: MetricSpec, real: FeatureStats | None, fake: FeatureStats, seed
     return {f'{spec.name}_mean': mean, f'{spec.name}_std': std}, {}
 
 def _real_stats(spec, side, det, *, seed, resolution, batch_size, cache, replace_cache, fewer, num_workers, device, progress):
-    rank, world = _dist()
+    rank, world = rank_and_world()
     key = cache_key(spec, side, det, seed=seed, resolution=resolution, batch_size=batch_size)
     path = cache_file(key, Path(str(getattr(side.source, 'path', 'generator'))).name or 'data') if cache and side.kind != 'generator' else None
     if path is not None and not replace_cache:
@@ -294,7 +294,7 @@ def _assemble(spec, runs, real_side, fake_side, real_counts, fake_counts, det, s
         detector=dict(name=det.spec.name, sha256=det.sha256, origin=det.origin, call_kwargs=spec.call_kwargs, dim=spec.dim),
         batch_size=dict(real=real_counts['batch_size'] if real_counts else None, fake=fake_counts['batch_size']),
         real=real_side.describe() if real_side is not None else None, fake=fake_side.describe(),
-        world_size=_dist()[1], code_version=package_version())
+        world_size=rank_and_world()[1], code_version=package_version())
     out = dict(metric=spec.name, value=float(np.mean(values)), std=std, results=results, protocol=protocol, cache=cache_state,
                time_s=round(time.time() - t0, 3))
     if 'terms' in runs[0]: out['terms'] = runs[0]['terms'] if num_runs == 1 else [r['terms'] for r in runs]
@@ -304,7 +304,7 @@ def _assemble(spec, runs, real_side, fake_side, real_counts, fake_counts, det, s
 # %% ../../nbs/06c_metrics.evaluate.ipynb #45861b3d
 def report_metric(result: dict, out: str | os.PathLike | None = None, outdir: str | os.PathLike | None = None, echo: bool = True) -> Path | None:
     "Print `result` as one JSON line (when `echo`) and append it to `out` (default `<outdir>/metric-<name>.jsonl`; rank 0 only)."
-    if _dist()[0] != 0: return None
+    if rank_and_world()[0] != 0: return None
     line = json.dumps(dict(result, timestamp=time.time()))
     if echo: print(line, flush=True)
     path = Path(out) if out is not None else (Path(outdir) / f"metric-{result['metric']}.jsonl" if outdir is not None else None)

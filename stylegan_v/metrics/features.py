@@ -21,7 +21,7 @@ from .stats import FeatureStats
 
 # %% auto #0
 __all__ = ['ArraySource', 'dataset_identity', 'open_source', 'video_view', 'frame_view', 'to_uint8', 'GeneratorVideos',
-           'extract_features']
+           'rank_and_world', 'extract_features']
 
 # %% ../../nbs/06b_metrics.features.ipynb #95a0eb7b
 class ArraySource:
@@ -152,7 +152,8 @@ class GeneratorVideos:
         return to_uint8(frames).reshape(n, T, *frames.shape[1:]).cpu()
 
 # %% ../../nbs/06b_metrics.features.ipynb #79b1c85b
-def _dist() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    "This process's rank and the number of processes (0, 1 outside a distributed job)."
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -180,7 +181,7 @@ def extract_features(items, detector: Detector, call_kwargs: dict, dim: int, num
                      stats: FeatureStats, per_item: int = 1, num_workers: int = 3, device: str | torch.device = 'cpu',
                      progress: bool = True, desc: str = 'features') -> FeatureStats:
     "Feed the first `num_items` units of `items` (a dataset of uint8 tensors, or a `GeneratorVideos`) to `detector`; accumulate into `stats`."
-    rank, world = _dist()
+    rank, world = rank_and_world()
     device = torch.device(device)
     video = detector.spec.kind == 'video'
     plan = list(_batches(num_items, batch_size, rank, world))
