@@ -85,8 +85,8 @@ def latest_snapshot(run_dir: str | os.PathLike, warn: typing.Callable[[str], Non
     return None
 
 # %% ../nbs/02h_runs.ipynb #f3a4b5c6
-class DiskFull(OSError):
-    "A write of the run folder failed for lack of space; the message is one line naming the file and the bytes needed."
+class DiskFull(UsageError, OSError):
+    "A write of the run folder failed for lack of space: one line naming the file and the bytes needed (exit 2 on the command line)."
 
 def _gb(n: float) -> str: return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
 
@@ -98,8 +98,10 @@ def disk_space_guard(path: str | os.PathLike, nbytes: int):
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise
         free = free_bytes(Path(path).parent)
-        raise DiskFull(e.errno, f"no space left on the device for {path}: writing it needs about {_gb(nbytes)} "
-                                f"({nbytes} bytes), {_gb(free)} free; free some space and resume with resume=latest") from None
+        full = DiskFull(f"no space left on the device for {path}: writing it needs about {_gb(nbytes)} ({nbytes} bytes), "
+                        f"{_gb(free)} free; the previous snapshot is intact: free some space and resume with resume=latest")
+        full.errno = e.errno
+        raise full from None
 
 def free_bytes(folder: str | os.PathLike) -> int:
     "Bytes free for an unprivileged user on the filesystem of `folder` (or of its nearest existing parent)."

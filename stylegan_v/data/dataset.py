@@ -23,8 +23,8 @@ from .sampling import (SamplingConfig, VideoTooShortError, as_rng, as_sampling_c
                                       consecutive_frame_times, consecutive_min_len)
 
 # %% auto #0
-__all__ = ['COLOR_MODES', 'load_image', 'image_size', 'VideoSource', 'Clip', 'VideoDataset', 'FrameImageDataset',
-           'InfiniteSampler', 'make_training_loader', 'sample_fake_conditions']
+__all__ = ['COLOR_MODES', 'MAX_BAD_FRACTION', 'SCAN_ERRORS', 'load_image', 'image_size', 'VideoSource', 'Clip', 'VideoDataset',
+           'FrameImageDataset', 'InfiniteSampler', 'make_training_loader', 'sample_fake_conditions']
 
 # %% ../../nbs/03c_data.dataset.ipynb #8d7234c4
 COLOR_MODES = ('convert', 'reject', 'keep')
@@ -61,9 +61,12 @@ def image_size(storage: DatasetStorage, name: str) -> tuple[int, int]:
     return h, w
 
 # %% ../../nbs/03c_data.dataset.ipynb #1b099e76
+MAX_BAD_FRACTION = 0.01   # unreadable videos a dataset may leave out (a fraction of all) before it is refused
+
 class VideoSource:
     "The videos of a dataset directory or zip: names, lengths, frame shape `[C, H, W]`, labels, and frame loading."
-    def __init__(self, path: str | os.PathLike, color: str = 'convert', resolution: int | tuple[int, int] | None = None):
+    def __init__(self, path: str | os.PathLike, color: str = 'convert', resolution: int | tuple[int, int] | None = None,
+                 max_bad_fraction: float = MAX_BAD_FRACTION):
         if color not in COLOR_MODES: raise ValueError(f"color must be one of {COLOR_MODES}, got {color!r}")
         self.layout = DatasetLayout(path)
         self.storage, self.path, self.color = self.layout.storage, self.layout.path, color
@@ -71,12 +74,7 @@ class VideoSource:
         self.names = list(self.layout.videos)
         self.items = list(self.layout.videos.values())  # frame-file lists, or video-file names
         self.seek, self._pts = True, {}                 # video files: seek to the keyframe before a clip's first frame
-        if self.kind == 'frames':
-            self.lengths = [len(fs) for fs in self.items]
-            self.sizes = [image_size(self.storage, fs[0]) for fs in self.items]
-        else:
-            probes = [probe_video(self._video_input(v), self._video_where(v)) for v in range(len(self.items))]
-            self.lengths, self.sizes = [p.num_frames for p in probes], [(p.height, p.width) for p in probes]
+        self.lengths, self.sizes, self.unreadable = self._scan(max_bad_fraction)
         self.resize_to = self._fit(resolution)
         channels = self._load_raw(0, [0])[0].shape[0]
         self.frame_shape = [channels, *((self.resize_to,) * 2 if self.resize_to else self.sizes[0])]
@@ -84,6 +82,28 @@ class VideoSource:
     def __len__(self): return len(self.names)
 
     def describe(self, video: int) -> str: return f"video {self.names[video]} of {self.path}"
+
+# %% ../../nbs/03c_data.dataset.ipynb #9f3c1a02
+SCAN_ERRORS = (ValueError, OSError, KeyError, EOFError)   # DatasetError and VideoReadError are ValueErrors
+
+@patch
+def _scan(self: VideoSource, max_bad_fraction: float) -> tuple[list[int], list[tuple[int, int]], list[tuple[str, str]]]:
+    "Lengths and (H, W) of the readable videos (the unreadable ones are dropped from `names`/`items`), and `(name, reason)` of the rest."
+    lengths, sizes, keep, bad = [], [], [], []
+    for v, item in enumerate(self.items):
+        try:
+            if self.kind == 'frames': n, size = len(item), image_size(self.storage, item[0])
+            else: info = probe_video(self._video_input(v), self._video_where(v)); n, size = info.num_frames, (info.height, info.width)
+        except SCAN_ERRORS as e: bad.append((self.names[v], ' '.join(str(e).split()))); continue
+        lengths.append(n); sizes.append(size); keep.append(v)
+    if bad:
+        listing = '; '.join(reason for _, reason in bad)
+        if len(keep) == 0 or len(bad) > max_bad_fraction * len(self.items):
+            raise DatasetError(f"{self.path}: {len(bad)} of {len(self.items)} videos are unreadable, more than max_bad_fraction="
+                               f"{max_bad_fraction} allows (data.max_bad_fraction): {listing}")
+        warnings.warn(f"{self.path}: leaving out {len(bad)} of {len(self.items)} videos that cannot be read: {listing}")
+    self.names, self.items = [self.names[v] for v in keep], [self.items[v] for v in keep]
+    return lengths, sizes, bad
 
 # %% ../../nbs/03c_data.dataset.ipynb #e90debc6
 @patch
@@ -209,6 +229,7 @@ class VideoDataset(torch.utils.data.Dataset):
                  max_size: int | None = None,                    # keep a random subset of this many videos
                  random_seed: int = 0,                           # for max_size, consecutive offsets and the in-process rng
                  color: str = 'convert',                         # non-RGB frames: 'convert', 'reject' or 'keep'
+                 max_bad_fraction: float = MAX_BAD_FRACTION,     # unreadable videos left out (one warning) up to this fraction
                  source: VideoSource | None = None):             # reuse an already scanned source
         if discard_short_videos is not None: short_videos = 'skip' if discard_short_videos else 'error'
         if short_videos not in ('skip', 'error'): raise ValueError(f"short_videos must be 'skip' or 'error', got {short_videos!r}")
@@ -219,7 +240,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.max_num_frames, self.load_n_consecutive = max_num_frames, load_n_consecutive
         self.load_n_consecutive_random_offset, self.subsample_factor = load_n_consecutive_random_offset, subsample_factor
         self.use_labels, self.xflip, self.random_seed = use_labels, xflip, random_seed
-        self.source = source if source is not None else VideoSource(path, color=color, resolution=resolution)
+        self.source = source if source is not None else VideoSource(path, color=color, resolution=resolution,
+                                                                    max_bad_fraction=max_bad_fraction)
         self.name = self.source.path.stem
         labels = self.source.read_labels() if use_labels else None
         keep = self._usable_videos(short_videos)
@@ -267,6 +289,11 @@ def reseed(self: VideoDataset, seed: int):
 
 @patch
 def _video(self: VideoDataset, idx: int) -> int: return int(self.videos[self._raw_idx[idx]])
+
+@patch
+def describe_item(self: VideoDataset, idx: int) -> str:
+    "The video that item `idx` reads, in words (for messages)."
+    return self.source.describe(self._video(idx))
 
 @patch
 def get_video_len(self: VideoDataset, idx: int) -> int:
