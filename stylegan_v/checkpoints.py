@@ -20,6 +20,8 @@ from safetensors.torch import load as _st_load, save as _st_save
 from .core import atomic_write_bytes, download, sha256_file
 from .networks.registry import (CheckpointError, NETWORK_CLASSES, build_network, class_name_of,
                                             network_class, register_network_class)
+from .legacy import load_network_pkl, rebuild_network
+from .cliutils import add_force, command_parser, refuse_overwrite, run_command
 
 # %% auto #0
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'save_checkpoint', 'checkpoint_kind', 'read_checkpoint', 'load_checkpoint', 'load',
@@ -147,7 +149,6 @@ def load(path_or_url: str | os.PathLike, which: str | None = None, device: str |
         name = which or next((n for n in ('G_ema', 'G') if n in available), None)
         if name is None: raise CheckpointError(f"{path} holds no generator (networks: {sorted(available)}); pass which=")
         return load_checkpoint(path, names=[name], device=device)[name]
-    from stylegan_v.legacy import load_network_pkl, rebuild_network
     records = load_network_pkl(path, device=device, networks=())['records']  # build only the network asked for
     name = which or ('G_ema' if records.get('G_ema') is not None else 'G')
     if records.get(name) is None: raise CheckpointError(f"{path} holds no network {name!r}")
@@ -156,7 +157,6 @@ def load(path_or_url: str | os.PathLike, which: str | None = None, device: str |
 # %% ../nbs/02g_checkpoints.ipynb #46e89c89
 def convert_network_pkl(src: str | os.PathLike, dst: str | os.PathLike, names: typing.Iterable[str] | None = None) -> Path:
     "Convert an original `network-snapshot-*.pkl` into a stylegan-v checkpoint at `dst`."
-    from stylegan_v.legacy import load_network_pkl
     src_path = _local_file(src)
     data = load_network_pkl(src_path)
     names = list(names) if names else [n for n in ('G', 'G_ema', 'D', 'augment_pipe') if data.get(n) is not None]
@@ -169,7 +169,6 @@ def convert_network_pkl(src: str | os.PathLike, dst: str | os.PathLike, names: t
 
 def cli_convert(argv: list[str]) -> int:
     "`stylegan-v convert OLD.pkl NEW.safetensors`: original snapshot pickle → stylegan-v checkpoint."
-    from stylegan_v.cliutils import command_parser, add_force, run_command
     parser = command_parser('convert',
         'Convert an original StyleGAN-V network-snapshot-*.pkl into a stylegan-v .safetensors checkpoint. '
         'The pickle is read with an allow-list unpickler: nothing in it is executed.')
@@ -181,7 +180,6 @@ def cli_convert(argv: list[str]) -> int:
     return run_command(parser, argv, _convert)
 
 def _convert(args) -> None:
-    from stylegan_v.cliutils import refuse_overwrite
     refuse_overwrite(args.dst, args.force, what='DST')
     src = _local_file(args.src)
     if checkpoint_kind(src) != 'original-pickle':  # checked before any work: the one-line reason, not an unpickler error

@@ -25,6 +25,9 @@ from .detectors import DETECTORS, Detector, DetectorError, detector_path, load_d
 from .features import (ArraySource, GeneratorVideos, dataset_identity, extract_features,
                                          frame_view, open_source, rank_and_world, video_view)
 from .stats import FeatureStats, frechet_terms, inception_score, kernel_distance
+from ..cliutils import command_parser, run_command
+from ..data.dataset import DatasetError, VideoDataset
+from ..data.sampling import VideoTooShortError
 
 # %% auto #0
 __all__ = ['ORIGINAL_METRICS', 'FVD_FRAMES_IN_BATCH', 'FID_GEN_BATCH', 'CHECKPOINT_SUFFIXES', 'CACHE_VERSION', 'MetricSpec',
@@ -126,7 +129,6 @@ class FewerItemsWarning(UserWarning): "A side had fewer items than the metric's 
 
 def _labels_for(side: Side | None):
     if side is None or side.kind != 'dataset' or side.source.labels_file is None: return None
-    from stylegan_v.data.dataset import VideoDataset
     return VideoDataset(side.source.path, source=side.source, use_labels=True, load_n_consecutive=1).labels
 
 def side_stats(side: Side, spec: MetricSpec, role: str, detector: Detector, *, seed: int = 0, batch_size: int | None = None,
@@ -326,7 +328,6 @@ def init_distributed(device: str = 'auto') -> torch.device:
 
 # %% ../../nbs/06c_metrics.evaluate.ipynb #bf083094
 def _parser():
-    from stylegan_v.cliutils import command_parser
     p = command_parser('metrics', 'Compute FVD / FID / KID / IS with the original StyleGAN-V protocol.')
     p.add_argument('--metrics', default='fvd2048_16f,fid50k_full', help=f"comma-separated metric names, e.g. {','.join(ORIGINAL_METRICS)}")
     p.add_argument('--real', metavar='DATA', help='real dataset: folder or zip of frame folders, or a folder of video files')
@@ -378,8 +379,6 @@ def run_metrics(a) -> list[dict]:
     kw = _check_args(a)
     names = kw.pop('names')
     device = init_distributed(a.device)
-    from stylegan_v.data.dataset import DatasetError
-    from stylegan_v.data.sampling import VideoTooShortError
     try:
         real = make_side(a.real, a.resolution, device) if a.real else None
         fake = make_side(a.network or a.fake, a.resolution, device)
@@ -395,5 +394,4 @@ def run_metrics(a) -> list[dict]:
 
 def cli_main(argv: list[str] | None = None) -> int:
     "Entry point of `stylegan-v metrics`."
-    from stylegan_v.cliutils import run_command
     return run_command(_parser(), sys.argv[1:] if argv is None else argv, lambda a: run_metrics(a) and 0)

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import assert_shape
+from .discriminator import Discriminator as ImageDiscriminator
 
 # %% auto #0
 __all__ = ['MOCOGAN_D_DEFAULTS', 'Noise', 'time_paddings', 't_lengths', 'min_t_paddings', 'MoCoGANVideoDiscriminator',
@@ -111,7 +112,6 @@ class Discriminator(nn.Module):
     def __init__(self, c_dim: int, img_resolution: int, img_channels: int, cfg: typing.Mapping | None = None,
                  **image_discr_kwargs):
         super().__init__()
-        from stylegan_v.networks.discriminator import Discriminator as ImageDiscriminator
         self.cfg = {**MOCOGAN_D_DEFAULTS, **{k: v for k, v in dict(cfg or {}).items()}}
         image_cfg = {'sampling': {'num_frames_per_video': 1}, 'dummy_c': False, 'mbstd_group_size': 4, 'concat_res': -1,
                      'fmaps': 1.0 if img_resolution >= 512 else 0.5}
