@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from stylegan_v.core import in_ci
 from stylegan_v.ops import build
 from stylegan_v.ops.bias_act import activation_funcs, bias_act
 from stylegan_v.ops.conv2d_resample import _conv2d_resample_definition, conv2d_resample
@@ -296,9 +297,18 @@ def test_cuda_sources_compile():
     assert hasattr(torch.ops.stylegan_v_cuda, 'bias_act') and hasattr(torch.ops.stylegan_v_cuda, 'upfirdn2d')
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device on this machine: the CUDA kernels are compiled but not run')
+def need_cuda_kernels():
+    """Skip (one line) without a CUDA device; with one, kernels that do not load or fail their self-check are a skip
+    that names the cause, and a failure under CI=true."""
+    if not torch.cuda.is_available(): pytest.skip('no CUDA device on this machine: the CUDA kernels are compiled but not run')
+    if not build.load_extension('cuda', warn=False) or not all(build.native_ops('cuda', op) for op in ('bias_act', 'upfirdn2d')):
+        msg = f"CUDA kernels unavailable on this GPU: {build._STATE['cuda'].reason}"
+        if in_ci(): pytest.fail(msg + ' (CI=true: a GPU machine must run them)', pytrace=False)
+        pytest.skip(msg)
+
+
 def test_cuda_kernels_match_ref():
-    assert build.load_extension('cuda'), build._STATE['cuda'].reason
+    need_cuda_kernels()
     f = setup_filter([1, 3, 3, 1], device='cuda')
     for dtype in (torch.float32, torch.float64):
         x, b = _rand(2, 6, 9, 7, dtype=dtype).cuda(), _rand(6, dtype=dtype, seed=3).cuda()
@@ -308,3 +318,84 @@ def test_cuda_kernels_match_ref():
         for up, down, pad, flip, gain in UPFIRDN_CASES:
             fn = lambda impl: (lambda x: upfirdn2d(x, f, up=up, down=down, padding=pad, flip_filter=flip, gain=gain, impl=impl))
             _assert_same(_grads_to_second_order(fn('native'), (x,)), _grads_to_second_order(fn('ref'), (x,)), dtype)
+
+
+def test_cuda_self_check_passes():
+    need_cuda_kernels()
+    checks = build.run_self_checks('cuda', warn=True)
+    assert set(checks) >= {'bias_act', 'upfirdn2d'} and all(v.startswith('matches the reference') for v in checks.values()), checks
+
+
+# ------------------------------------------------------------------------------------------- self-check on first use
+@pytest.fixture
+def fresh_cpu_state(monkeypatch):
+    """A fresh CPU extension state that counts as built, for injecting fake kernels through `build._namespace`."""
+    state = build.ExtensionState('cpu', loaded=True, reason='compiled kernels loaded from (a test)')
+    monkeypatch.setattr(build, '_STATE', {'cpu': state, 'cuda': build.ExtensionState('cuda')})
+    return state
+
+
+class _WrongKernels:
+    "A fake plugin: bias_act's forward is off by 0.01 (gradients right); upfirdn2d raises as a kernel built for another GPU does."
+    def bias_act(self, x, b, dy, ddx, grad, dim, act, alpha, gain, clamp):
+        from stylegan_v.ops.bias_act import _bias_act_ref
+        names = {a.native_idx: a.name for a in activation_funcs.values()}
+        if grad == 0: return _bias_act_ref(x, b if b.numel() else None, dim, names[act], alpha, gain, None if clamp < 0 else clamp) + 0.01
+        return torch.zeros_like(x)  # wrong too, but the check names the first quantity that is off: the forward
+
+    def upfirdn2d(self, *args):
+        raise RuntimeError('CUDA error: no kernel image is available for execution on the device')
+
+
+def test_self_check_passes_for_the_built_kernels():
+    if not NATIVE: pytest.skip(f"native CPU kernels unavailable: {build._STATE['cpu'].reason}")
+    checks = build.run_self_checks('cpu', warn=True)
+    assert all(checks[op].startswith('matches the reference') for op in ('bias_act', 'upfirdn2d')), checks
+    s = build.status(print_table=False)
+    assert 'self-check: matches the reference' in s['bias_act']['cpu'][1] and s['conv2d_resample']['cpu'][0] == 'native'
+
+
+def test_wrong_kernel_results_fall_back_with_one_warning(fresh_cpu_state, monkeypatch):
+    monkeypatch.setattr(build, '_namespace', lambda kind: _WrongKernels())
+    x, b = _rand(2, 5, 4, 3, scale=2), _rand(5, seed=1)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        y = bias_act(x, b, act='lrelu', clamp=1.0)
+        y2 = bias_act(x, b, act='lrelu', clamp=1.0)        # decided once: no second check, no second warning
+        z = upsample2d(x, setup_filter([1, 3, 3, 1]))      # the whole extension is off: upfirdn2d is never even tried
+    msgs = [str(m.message) for m in w if 'stylegan_v.ops' in str(m.message)]
+    assert len(msgs) == 1 and len(msgs[0].splitlines()) == 1, msgs
+    assert 'self-check failed: bias_act lrelu forward float32 differs from the reference: max error 0.00667 > bound 0.0001' in msgs[0], msgs[0]
+    ref = bias_act(x, b, act='lrelu', clamp=1.0, impl='ref')
+    assert torch.equal(y, ref) and torch.equal(y2, ref)    # the user gets the reference's numbers, never the wrong ones
+    torch.testing.assert_close(z, upsample2d(x, setup_filter([1, 3, 3, 1]), impl='ref'))
+    assert fresh_cpu_state.checks == {'bias_act': 'failed'}
+    impl, why = build.status(build=False, print_table=False)['upfirdn2d']['cpu']
+    assert impl == 'ref' and why.startswith('self-check failed: bias_act'), why
+
+
+def test_kernel_that_raises_falls_back_with_one_warning(fresh_cpu_state, monkeypatch):
+    monkeypatch.setattr(build, '_namespace', lambda kind: _WrongKernels())
+    x = _rand(2, 3, 9, 8)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        y = downsample2d(x, setup_filter([1, 3, 3, 1]))
+    msgs = [str(m.message) for m in w if 'stylegan_v.ops' in str(m.message)]
+    assert len(msgs) == 1 and 'the self-check of upfirdn2d raised: CUDA error: no kernel image is available' in msgs[0], msgs
+    torch.testing.assert_close(y, downsample2d(x, setup_filter([1, 3, 3, 1]), impl='ref'))
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(build, '_STATE', {'cpu': build.ExtensionState('cpu'), 'cuda': build.ExtensionState('cuda')})
+    def broken_build(kind, verbose=False):
+        raise RuntimeError("ninja: build stopped\nnvcc fatal   : Unsupported gpu architecture 'compute_120'\nerror: command failed")
+    monkeypatch.setattr(build, '_build', broken_build)
+    monkeypatch.setattr(build, 'find_cuda_home', lambda: Path('/usr/local/cuda'))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        y = bias_act(torch.ones(2, 3), torch.ones(3), act='relu')
+    msgs = [str(m.message) for m in w if 'stylegan_v.ops' in str(m.message)]
+    assert len(msgs) == 1 and len(msgs[0].splitlines()) == 1, msgs
+    assert "the build failed: nvcc fatal   : Unsupported gpu architecture 'compute_120' | error: command failed" in msgs[0], msgs[0]
+    assert torch.allclose(y, 2 * 2 ** 0.5 * torch.ones(2, 3))
+    assert build.status(build=False, print_table=False)['bias_act']['cpu'][0] == 'ref'

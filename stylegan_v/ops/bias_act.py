@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .build import resolve_impl
+from .build import fwd_grad_grad, fwd_grad_grad_names, max_error, register_self_check, resolve_impl
 
 # %% auto #0
 __all__ = ['SQRT2', 'activation_funcs', 'Activation', 'bias_act']
@@ -126,3 +126,27 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     if ops is None: return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
     spec, alpha, gain, clamp = _defaults(act, alpha, gain, clamp)
     return _BiasActNative.apply(x, b, ops, dim, spec, alpha, gain, clamp)
+
+# %% ../../nbs/01a_ops.bias_act.ipynb #19009945
+def _check_input(device, dtype, clamp):
+    g = torch.Generator().manual_seed(0)
+    x, b = torch.randn(2, 8, 5, 7, generator=g, dtype=torch.float64) * 2, torch.randn(8, generator=g, dtype=torch.float64)
+    s = x + b[:, None, None]
+    near = (s.abs() < 0.02) | ((SQRT2 * s.abs() - clamp).abs() < 0.05) | ((torch.tanh(s).abs() - clamp).abs() < 0.05)
+    x = torch.where(near, 0.3 - b[:, None, None], x)  # x + b = 0.3: far from the kink and the clamp for both activations
+    return x.to(device, dtype), b.to(device, dtype)
+
+def _self_check(ops, device) -> list:
+    "The native kernels `ops` vs `_bias_act_ref` on a small input: `[(what, max_error, bound), ...]` (see `ops.build.self_check`)."
+    device, clamp, out = torch.device(device), 1.5, []
+    for dtype, bound in [(torch.float32, 1e-4)] + ([(torch.float16, 1e-2)] if device.type == 'cuda' else []):
+        x, b = _check_input(device, dtype, clamp)
+        for act in ('lrelu', 'tanh'):
+            spec, alpha, gain, c = _defaults(act, None, None, clamp)
+            native = fwd_grad_grad(lambda x, b: _BiasActNative.apply(x, b, ops, 1, spec, alpha, gain, c), (x, b))
+            ref = fwd_grad_grad(lambda x, b: _bias_act_ref(x, b, 1, act, None, None, clamp), (x, b))
+            for what, n, r in zip(fwd_grad_grad_names(['x', 'b']), native, ref):
+                out.append((f"{act} {what} {str(dtype).split('.')[-1]}", max_error(n, r), bound))
+    return out
+
+register_self_check('bias_act', _self_check)

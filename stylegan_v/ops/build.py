@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import typing
 import warnings
 import contextlib
 import importlib.util
@@ -25,8 +27,9 @@ import torch
 from ..core import cache_dir
 
 # %% auto #0
-__all__ = ['CPU_SOURCES', 'CUDA_SOURCES', 'HEADERS', 'package_dir', 'kernels_dir', 'extensions_dir', 'build_tag',
-           'find_cuda_home', 'ExtensionState', 'load_extension', 'native_ops', 'resolve_impl', 'status']
+__all__ = ['CPU_SOURCES', 'CUDA_SOURCES', 'HEADERS', 'SelfCheck', 'package_dir', 'kernels_dir', 'extensions_dir', 'build_tag',
+           'find_cuda_home', 'ExtensionState', 'load_extension', 'native_ops', 'register_self_check', 'max_error',
+           'fwd_grad_grad', 'fwd_grad_grad_names', 'self_check', 'resolve_impl', 'run_self_checks', 'status']
 
 # %% ../../nbs/01_ops.build.ipynb #0d293dfa
 CPU_SOURCES = ('bias_act.cpp', 'upfirdn2d.cpp')  # one extension: torch.ops.stylegan_v_cpu.*
@@ -92,9 +95,10 @@ class ExtensionState:
     loaded: bool | None = None  # None: not tried yet
     reason: str = 'not built yet (built on first use)'
     path: Path | None = None
+    checks: dict = dataclasses.field(default_factory=dict)  # op -> outcome of its first-use self-check
 
 _STATE = {k: ExtensionState(k) for k in ('cpu', 'cuda')}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 _NAMESPACE = {'cpu': 'stylegan_v_cpu', 'cuda': 'stylegan_v_cuda'}
 
 def _fail(state: ExtensionState, cause: str, warn: bool) -> bool:
@@ -106,7 +110,7 @@ def _fail(state: ExtensionState, cause: str, warn: bool) -> bool:
 
 def _short(err: BaseException, n: int = 6) -> str:
     lines = [l for l in str(err).strip().splitlines() if l.strip()]
-    errs = [l for l in lines if 'error' in l.lower()]
+    errs = [l for l in lines if 'error' in l.lower() or 'fatal' in l.lower()]  # nvcc says 'nvcc fatal : ...'
     return ' | '.join((errs or lines)[-n:])[-800:]
 
 # %% ../../nbs/01_ops.build.ipynb #01083364
@@ -180,12 +184,76 @@ def load_extension(kind: str = 'cpu', warn: bool = True, verbose: bool = False) 
         state.loaded, state.reason = True, f'compiled kernels loaded from {state.path}'
         return True
 
-def native_ops(device: torch.device):
-    "The `torch.ops` namespace with the native kernels for `device`, or `None` if they can't be built/loaded there."
-    kind = torch.device(device).type
+def _namespace(kind: str):
+    "The loaded extension's ops, `torch.ops.stylegan_v_<kind>` (the tests swap in a fake one here)."
+    return getattr(torch.ops, _NAMESPACE[kind])
+
+def native_ops(device: torch.device, op: str | None = None):
+    "The native kernels for `device` (a `torch.ops` namespace), or `None` if they can't be built/loaded there or `op` fails its self-check."
+    device = torch.device(device)
+    kind = device.type
     if kind not in _STATE: return None
     if kind == 'cuda' and not torch.cuda.is_available(): return None
-    return getattr(torch.ops, _NAMESPACE[kind]) if load_extension(kind) else None
+    if not load_extension(kind): return None
+    ns = _namespace(kind)
+    if op is not None and not self_check(_STATE[kind], op, ns, device): return None
+    return ns
+
+# %% ../../nbs/01_ops.build.ipynb #129a2193
+SelfCheck = typing.Callable[..., list]  # check(ops, device) -> [(what, max_error, bound), ...]
+_SELF_CHECKS: dict[str, SelfCheck] = {}
+
+def register_self_check(op: str, check: SelfCheck) -> None:
+    "Register `check(ops, device) -> [(what, max_error, bound), ...]`: native `op` vs its reference on a small input."
+    _SELF_CHECKS[op] = check
+
+def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    "Largest absolute difference, relative to the expected values' scale when that exceeds 1 (NaN if anything is not finite)."
+    a, e = actual.detach().double(), expected.detach().double()
+    if not (torch.isfinite(a).all() and torch.isfinite(e).all()): return float('nan')
+    return ((a - e).abs().max() / e.abs().max().clamp(min=1)).item() if e.numel() else 0.0
+
+def fwd_grad_grad(fn: typing.Callable, inputs: typing.Sequence[torch.Tensor], seed: int = 1) -> list[torch.Tensor]:
+    """`[y, *grads, *grads2]` of `y = fn(*inputs)`: `grads` of `<y, v>` w.r.t. every input, and `grads2` of `<grads[0], u>`
+    w.r.t. every input and `v` (the double backward R1 runs); `v`, `u` random. Unused inputs get zeros."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    y = fn(*leaves)
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(y.shape, generator=g).to(y.device, y.dtype).requires_grad_(True)
+    g1 = torch.autograd.grad((y * v).sum(), leaves, create_graph=True)
+    u = torch.randn(g1[0].shape, generator=g).to(y.device, y.dtype)
+    g2 = torch.autograd.grad((g1[0] * u).sum(), leaves + [v], allow_unused=True)
+    return [y.detach()] + [t.detach() for t in g1] + [torch.zeros_like(l) if t is None else t.detach() for t, l in zip(g2, leaves + [v])]
+
+def fwd_grad_grad_names(names: typing.Sequence[str]) -> list[str]:
+    "Labels of `fwd_grad_grad`'s outputs for inputs called `names`."
+    return ['forward'] + [f'gradient wrt {n}' for n in names] + [f'second order wrt {n}' for n in (*names, 'dy')]
+
+# %% ../../nbs/01_ops.build.ipynb #a8686006
+@torch.compiler.disable  # run eagerly, also when the first use happens inside a torch.compile'd network
+def self_check(state: ExtensionState, op: str, ns, device: torch.device, warn: bool = True) -> bool:
+    "Run `op`'s registered check once for the extension `state` (kernels `ns` on `device`); `False` (one warning) on a mismatch."
+    if op in state.checks or not state.loaded: return bool(state.loaded)
+    with _LOCK:
+        if op in state.checks or not state.loaded: return bool(state.loaded)
+        check = _SELF_CHECKS.get(op)
+        if check is None:
+            state.checks[op] = 'no self-check registered'
+            return True
+        t0 = time.perf_counter()
+        try: results = check(ns, device)
+        except Exception as e:
+            state.checks[op] = 'raised'
+            return _fail(state, f'the self-check of {op} raised: {_short(e)}', warn)
+        bad = [r for r in results if not r[1] <= r[2]]  # a NaN error fails too
+        if bad:
+            state.checks[op] = 'failed'
+            what, err, bound = bad[0]
+            return _fail(state, f'self-check failed: {op} {what} differs from the reference: max error {err:.3g} > bound {bound:.3g}', warn)
+        worst = max(results, key=lambda r: r[1] / r[2]) if results else ('nothing', 0.0, 1.0)
+        state.checks[op] = (f'matches the reference ({len(results)} checks, worst {worst[0]} {worst[1]:.2g} <= {worst[2]:.2g}; '
+                            f'{(time.perf_counter() - t0) * 1e3:.0f} ms)')
+        return True
 
 # %% ../../nbs/01_ops.build.ipynb #c934e5b4
 def resolve_impl(impl: str | None, device: torch.device, dtype: torch.dtype, op: str):
@@ -197,13 +265,20 @@ def resolve_impl(impl: str | None, device: torch.device, dtype: torch.dtype, op:
     device = torch.device(device)
     if device.type == 'cpu' and dtype not in (torch.float32, torch.float64): return None
     if device.type == 'cuda' and dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16): return None
-    return native_ops(device)
+    return native_ops(device, op)
+
+def run_self_checks(kind: str, warn: bool = False) -> dict:
+    "Build/load the `kind` extension and run every registered self-check now (rather than at first use); `{op: outcome}`."
+    device = torch.device(kind)
+    if load_extension(kind, warn=warn):
+        for op in list(_SELF_CHECKS): self_check(_STATE[kind], op, _namespace(kind), device, warn=warn)
+    return dict(_STATE[kind].checks)
 
 def status(build: bool = True, print_table: bool = True) -> dict:
-    "Per op and device: which implementation `impl=None` uses and why. With `build=True`, tries the builds first."
+    "Per op and device: which implementation `impl=None` uses and why. With `build=True`, builds and self-checks first."
     if build:
-        load_extension('cpu', warn=False)
-        if torch.cuda.is_available(): load_extension('cuda', warn=False)
+        run_self_checks('cpu')
+        if torch.cuda.is_available(): run_self_checks('cuda')
     out = {}
     for op in ('bias_act', 'upfirdn2d', 'conv2d_resample'):
         out[op] = {}
@@ -213,6 +288,8 @@ def status(build: bool = True, print_table: bool = True) -> dict:
                 impl, why = 'ref', 'no CUDA device on this machine (torch.cuda.is_available() is False)'
             elif st.loaded: impl, why = 'native', st.reason
             else: impl, why = 'ref', st.reason
+            check = st.checks.get('upfirdn2d' if op == 'conv2d_resample' else op)
+            if st.loaded: why += f"; self-check: {check or 'runs on first use'}"
             if op == 'conv2d_resample': why = f'torch conv2d/conv_transpose2d + upfirdn2d[{impl}]: {why}'
             elif impl == 'native' and kind == 'cpu':
                 why += ' (float32/float64 tensors; others use ref' + ('; so do planes of <= 64 pixels after upsampling)' if op == 'upfirdn2d' else ')')

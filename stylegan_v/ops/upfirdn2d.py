@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .build import resolve_impl
+from .build import fwd_grad_grad, fwd_grad_grad_names, max_error, register_self_check, resolve_impl
 
 # %% auto #0
 __all__ = ['setup_filter', 'upfirdn2d', 'filter2d', 'upsample2d', 'downsample2d']
@@ -138,6 +138,26 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=Non
     if ops is not None and impl is None and x.device.type == 'cpu' and _tiny_plane(x, up): ops = None
     if ops is None or (f is not None and f.requires_grad): return _upfirdn2d_ref(x, f, up, down, pad, flip_filter, gain)
     return _Upfirdn2dNative.apply(x, f, ops, up, down, pad, flip_filter, gain)
+
+# %% ../../nbs/01b_ops.upfirdn2d.ipynb #ea5d5203
+def _self_check(ops, device) -> list:
+    "The native kernels `ops` vs `_upfirdn2d_ref` on a small input: `[(what, max_error, bound), ...]` (see `ops.build.self_check`)."
+    device, out = torch.device(device), []
+    x0 = torch.randn(2, 3, 9, 8, generator=torch.Generator().manual_seed(0))
+    cases = {'up2': (setup_filter([1, 3, 3, 1]), [2, 2], [1, 1], [2, 1, 2, 1], 4.0),
+             'down2': (setup_filter([1, 3, 3, 1]), [1, 1], [2, 2], [1, 1, 1, 1], 1.0),
+             'up3/down2 1-D': (torch.tensor([1.0, -2.0, 4.0]), [3, 1], [1, 2], [-1, 2, 0, 1], 1.5)}
+    for dtype, bound in [(torch.float32, 1e-4)] + ([(torch.float16, 1e-2)] if device.type == 'cuda' else []):
+        x = x0.to(device, dtype)
+        for name, (f, up, down, pad, gain) in cases.items():
+            f = f.to(device)
+            native = fwd_grad_grad(lambda x: _Upfirdn2dNative.apply(x, f, ops, up, down, pad, False, gain), (x,))
+            ref = fwd_grad_grad(lambda x: _upfirdn2d_ref(x, f, up, down, pad, False, gain), (x,))
+            for what, n, r in zip(fwd_grad_grad_names(['x']), native, ref):
+                out.append((f"{name} {what} {str(dtype).split('.')[-1]}", max_error(n, r), bound))
+    return out
+
+register_self_check('upfirdn2d', _self_check)
 
 # %% ../../nbs/01b_ops.upfirdn2d.ipynb #1f1eba1c
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None):
