@@ -57,7 +57,9 @@ def _info(args) -> None:
           f"  threads: {torch.get_num_threads()}")
     print(f"download cache: {cache_dir()}")
     status = _resolve('stylegan_v.ops.build:status')
-    if status is not None: status(build=True, print_table=True)
+    if status is None: return
+    for op in ('bias_act', 'upfirdn2d'): _resolve(f'stylegan_v.ops.{op}:{op}')  # importing an op registers its self-check
+    status(build=True, print_table=True)  # builds, runs the kernels' self-checks and shows their outcome
 
 # %% ../nbs/08_cli.ipynb #b4af4447
 def main(argv: list[str] | None = None) -> int:

@@ -144,7 +144,7 @@ def _self_check(ops, device) -> list:
         for act in ('lrelu', 'tanh'):
             spec, alpha, gain, c = _defaults(act, None, None, clamp)
             native = fwd_grad_grad(lambda x, b: _BiasActNative.apply(x, b, ops, 1, spec, alpha, gain, c), (x, b))
-            ref = fwd_grad_grad(lambda x, b: _bias_act_ref(x, b, 1, act, None, None, clamp), (x, b))
+            ref = fwd_grad_grad(lambda x, b: _bias_act_ref(x, b, 1, act, None, None, clamp), (x.double(), b.double()))
             for what, n, r in zip(fwd_grad_grad_names(['x', 'b']), native, ref):
                 out.append((f"{act} {what} {str(dtype).split('.')[-1]}", max_error(n, r), bound))
     return out

@@ -152,7 +152,7 @@ def _self_check(ops, device) -> list:
         for name, (f, up, down, pad, gain) in cases.items():
             f = f.to(device)
             native = fwd_grad_grad(lambda x: _Upfirdn2dNative.apply(x, f, ops, up, down, pad, False, gain), (x,))
-            ref = fwd_grad_grad(lambda x: _upfirdn2d_ref(x, f, up, down, pad, False, gain), (x,))
+            ref = fwd_grad_grad(lambda x: _upfirdn2d_ref(x, f, up, down, pad, False, gain), (x,))  # same dtype: float64 convolutions are slow on CPUs
             for what, n, r in zip(fwd_grad_grad_names(['x']), native, ref):
                 out.append((f"{name} {what} {str(dtype).split('.')[-1]}", max_error(n, r), bound))
     return out
