@@ -303,6 +303,7 @@ def _augment_forward(self: AugmentPipe, images: torch.Tensor, debug_percentile: 
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"AugmentPipe: expected images [N, C, H, W] (frames of a clip stacked in C), got {got}")
+    if self.skip_at_zero and debug_percentile is None and not float(self.p) > 0: return images
     N, C, H, W = images.shape
     dp = None if debug_percentile is None else torch.as_tensor(debug_percentile, dtype=torch.float32, device=images.device)
     G_inv = self._geometry_matrix(N, H, W, dp, images.device)
@@ -312,7 +313,7 @@ def _augment_forward(self: AugmentPipe, images: torch.Tensor, debug_percentile: 
     if self.imgfilter > 0: images = self._filter_images(images, dp)
     return self._corrupt(images, dp)
 
-AugmentPipe.forward = _augment_forward
+AugmentPipe.forward, AugmentPipe.skip_at_zero = _augment_forward, False
 
 # %% ../nbs/04_augment.ipynb #4f70732a
 _BLIT = dict(xflip=1, rotate90=1, xint=1)

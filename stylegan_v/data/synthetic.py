@@ -16,7 +16,7 @@ from ..core import cache_dir
 from .layout import DatasetWriter
 
 # %% auto #0
-__all__ = ['NUM_CLASSES', 'bounce', 'video_recipe', 'render_frames', 'synthetic_video', 'write_synthetic_dataset',
+__all__ = ['NUM_CLASSES', 'bounce', 'check_style', 'video_recipe', 'render_frames', 'synthetic_video', 'write_synthetic_dataset',
            'default_synthetic_dataset']
 
 # %% ../../nbs/03d_data.synthetic.ipynb #467df83e
@@ -36,25 +36,34 @@ def _hsv_to_rgb(h, s, v):
     table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
     return np.array([np.choose(i, [row[c] for row in table]) for c in range(3)]).T
 
-def video_recipe(seed: int | Sequence[int], label: int | None = None) -> dict:
-    "Everything random about one synthetic video, drawn from `seed` (an int or a sequence of ints)."
+def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0) -> None:
+    "Raise a one-line `ValueError` for a dataset style the recipe cannot draw."
+    if not isinstance(max_shapes, (int, np.integer)) or max_shapes < 2:
+        raise ValueError(f"max_shapes must be an integer >= 2 (class 2 has a disc and a square), got {max_shapes!r}")
+    for v, what in ((texture, 'texture'), (speed, 'speed')):
+        if not isinstance(v, (int, float, np.number)) or not v >= 0: raise ValueError(f"{what} must be a number >= 0, got {v!r}")
+
+def video_recipe(seed: int | Sequence[int], label: int | None = None, max_shapes: int = 4, texture: float = 1.0,
+                 speed: float = 1.0) -> dict:
+    "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture` and `speed` set the style."
+    check_style(max_shapes, texture, speed)
     rng = np.random.default_rng(seed)
     label = int(rng.integers(NUM_CLASSES)) if label is None else int(label)
     if label not in range(NUM_CLASSES): raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}, got {label}")
-    n = int(rng.integers(1, 5)) if label < 2 else int(rng.integers(2, 5))
+    n = int(rng.integers(1, max_shapes + 1)) if label < 2 else int(rng.integers(2, max_shapes + 1))
     kinds = np.full(n, label) if label < 2 else np.concatenate([[0, 1], rng.integers(0, 2, n - 2)])
     size = rng.uniform(0.07, 0.16, n)          # disc radius / square half-diagonal, in frame widths
-    speed, angle = rng.uniform(0.005, 0.04, n), rng.uniform(0, 2 * np.pi, n)
+    speed, angle = rng.uniform(0.005, 0.04, n) * speed, rng.uniform(0, 2 * np.pi, n)
     return dict(
         label=label,
         bg_grid=rng.uniform(0.1, 0.6, (3, 3, 3)),                           # 3x3 colours of the gradient
         wave_freq=rng.uniform(3, 10, 4), wave_dir=rng.uniform(0, np.pi, 4),  # texture: 4 plane waves
-        wave_phase=rng.uniform(0, 2 * np.pi, 4), wave_amp=rng.uniform(0.01, 0.04, 4),
+        wave_phase=rng.uniform(0, 2 * np.pi, 4), wave_amp=rng.uniform(0.01, 0.04, 4) * texture,
         kind=kinds, size=size,
         color=_hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.6, 1, n), rng.uniform(0.75, 1, n)),
         pos0=rng.uniform(size[:, None], 1 - size[:, None], (n, 2)),
         velocity=np.stack([speed * np.cos(angle), speed * np.sin(angle)], 1),
-        angle0=rng.uniform(0, np.pi / 2, n), spin=rng.uniform(-0.1, 0.1, n),
+        angle0=rng.uniform(0, np.pi / 2, n), spin=rng.uniform(-0.1, 0.1, n) * speed,
     )
 
 # %% ../../nbs/03d_data.synthetic.ipynb #81f95e6b
@@ -93,36 +102,38 @@ def render_frames(recipe: dict, times: np.ndarray, resolution: int) -> np.ndarra
     return np.round(np.clip(frames, 0, 1) * 255).astype(np.uint8)
 
 def synthetic_video(seed: int | Sequence[int], num_frames: int = 32, resolution: int = 64,
-                    label: int | None = None) -> np.ndarray:
+                    label: int | None = None, **style) -> np.ndarray:
     "The synthetic video of `seed`: uint8 `[num_frames, resolution, resolution, 3]` (same seed, same pixels)."
     for v, what in ((num_frames, 'num_frames'), (resolution, 'resolution')):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{what} must be a positive integer, got {v!r}")
-    return render_frames(video_recipe(seed, label), np.arange(num_frames), resolution)
+    return render_frames(video_recipe(seed, label, **style), np.arange(num_frames), resolution)
 
 # %% ../../nbs/03d_data.synthetic.ipynb #83dbee54
 def write_synthetic_dataset(target: str | os.PathLike, num_videos: int = 32, num_frames: int = 32,
                             resolution: int = 64, seed: int = 0, labels: bool = False, ext: str = 'png',
-                            quality: int = 95, overwrite: bool = False, progress: bool = True) -> Path:
+                            quality: int = 95, overwrite: bool = False, progress: bool = True, **style) -> Path:
     "Write the synthetic dataset to a directory or `.zip` (atomically; frames as `ext` png/jpg, or mp4 video files); returns the target path."
     if not isinstance(num_videos, (int, np.integer)) or num_videos < 1:
         raise ValueError(f"num_videos must be a positive integer, got {num_videos!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    synthetic_video(0, 1, resolution)  # validates the size before anything is created
+    synthetic_video(0, 1, resolution, **style)  # validates the size and style before anything is created
     with DatasetWriter(target, ext, quality, overwrite) as writer:
         classes = {}
         for i in tqdm(range(num_videos), unit='video', desc='synthetic', disable=not progress):
-            recipe = video_recipe((seed, i))
+            recipe = video_recipe((seed, i), **style)
             writer.add_video(f'{i:06d}', render_frames(recipe, np.arange(num_frames), resolution))
             classes[f'{i:06d}'] = recipe['label']
         if labels: writer.set_labels(classes)
     return Path(target)
 
 def default_synthetic_dataset(num_videos: int = 32, num_frames: int = 32, resolution: int = 64, seed: int = 0,
-                              root: str | os.PathLike | None = None) -> Path:
-    "Path of the built-in dataset zip in the cache directory (`root` or `cache_dir()/data`), written on first use."
+                              root: str | os.PathLike | None = None, **style) -> Path:
+    "Path of the built-in dataset zip in the cache directory (`root` or `cache_dir()/data`), written on first use (`style`: see `video_recipe`)."
+    check_style(**style)
     root = Path(root) if root is not None else cache_dir() / 'data'
-    path = root / f'synthetic_{num_videos}x{num_frames}_{resolution}px_seed{seed}.zip'
+    tag = ''.join(f'_{k}{v:g}' for k, v in sorted(style.items()))  # a restyled dataset is another file
+    path = root / f'synthetic_{num_videos}x{num_frames}_{resolution}px_seed{seed}{tag}.zip'
     if not path.exists():
-        write_synthetic_dataset(path, num_videos, num_frames, resolution, seed, labels=True, progress=False)
+        write_synthetic_dataset(path, num_videos, num_frames, resolution, seed, labels=True, progress=False, **style)
     return path
