@@ -167,12 +167,15 @@ class DataConfig(Config):
     subset: typing.Optional[int] = None  # use only the first N videos
     labels: bool = False                 # condition on the dataset's labels (dataset.json)
     c_dim: int = 0                       # label size: > 0 exactly when `labels` is on
+    max_bad_fraction: float = 0.01       # unreadable videos are left out (one warning) up to this fraction; above it, refused
 
     def __post_init__(self):
         r = self.resolution
         if r < 4 or r & (r - 1): raise ConfigError(f"DataConfig.resolution: expected a power of two >= 4, got {r}")
         if self.labels != (self.c_dim > 0):
             raise ConfigError(f"DataConfig.labels={self.labels} with c_dim={self.c_dim}: expected labels on exactly when c_dim > 0")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"DataConfig.max_bad_fraction: expected a fraction in [0, 1], got {self.max_bad_fraction}")
         for k in ('fps', 'max_num_frames'):
             if getattr(self, k) < 1: raise ConfigError(f"DataConfig.{k}: expected a positive integer, got {getattr(self, k)}")
 

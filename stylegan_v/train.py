@@ -14,8 +14,10 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 import typing
 import warnings
@@ -26,28 +28,33 @@ import torch
 
 from .core import Config, ConfigError, UsageError, atomic_path, atomic_write_bytes
 from .checkpoints import CheckpointError, build_network, load_checkpoint, read_checkpoint, save_checkpoint, checkpoint_kind
-from .data.dataset import VideoDataset, sample_fake_conditions
+from .data.dataset import SCAN_ERRORS, VideoDataset, sample_fake_conditions
+from .data.layout import DatasetError
 from .data.video import to_uint8, write_video
 from .generate import video_grid
 from .runs import (RUN_FILE, SNAPSHOT_RE, STATS_FILE, DiskFull, append_jsonl, best_metric_line, check_free_space,
                              disk_space_guard, find_snapshots, latest_snapshot, load_stats, metric_log, read_jsonl,
-                             remove_partials, snapshot_name, truncate_jsonl)
+                             remove_partials, snapshot_files, snapshot_name, truncate_jsonl)
 from .augment import augment_setup
 from .loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, sanitize_grads, update_ema
 from . import distributed as sdist
 from .cliutils import add_outdir, add_overrides, command_parser, run_command
-from .config import RunConfig, load_run_config, r1_gamma_auto
+from .config import RunConfig, commented_yaml, load_run_config, r1_gamma_auto
+from .metrics.detectors import parse_detector_overrides
 
 # %% auto #0
-__all__ = ['CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'counter_seed', 'seed_from_counters',
+__all__ = ['MAX_DECODE_SKIPS', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'LOADER_TIMEOUT_S',
+           'UNFINISHED_FILES', 'EXIT_PREEMPTED', 'STOP_SIGNALS', 'TRAIN_EPILOG', 'counter_seed', 'seed_from_counters',
            'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'resolve_spec', 'apply_precision', 'TrainPlan',
            'TrainingDiverged', 'Trainer', 'open_training_dataset', 'default_modconv', 'fp32_forward', 'make_augment',
-           'next_rounds', 'train_step', 'clip_loader', 'training_record', 'save_snapshot', 'load_snapshot',
-           'tiny_model_kwargs', 'snapshot_grid', 'write_grid', 'check_resume_compatible', 'resume_point', 'RunLog',
+           'available_memory', 'reset_peak_memory', 'peak_memory', 'fit_batch_gpu', 'measure_step', 'choose_batch_gpu',
+           'next_rounds', 'train_step', 'clip_loader', 'loader_worker_init', 'training_record', 'save_snapshot',
+           'snapshot_bytes', 'load_snapshot', 'pending_by_rank', 'tiny_model_kwargs', 'snapshot_grid', 'write_grid',
+           'check_resume_compatible', 'holds_run', 'no_run_error', 'clear_unfinished', 'resume_point', 'RunLog',
            'tick_stats', 'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot',
-           'check_metrics', 'take_snapshot', 'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train',
-           'run_overrides', 'config_from_args', 'keep_freed_memory', 'cli_main', 'template_path', 'run_notebook',
-           'plot_training', 'demo_train_config', 'clip_features', 'learning_evidence']
+           'check_metrics', 'take_snapshot', 'stop_snapshot', 'TrainingStopped', 'StopSignals', 'agreed_stop',
+           'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train', 'run_overrides', 'stored_run_config',
+           'config_from_args', 'keep_freed_memory', 'cli_main', 'run_notebook', 'plot_training', 'demo_train_config']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -61,6 +68,8 @@ def seed_from_counters(*key: int) -> int:
     return s
 
 # %% ../nbs/07a_train.ipynb #5aa4b8dc
+MAX_DECODE_SKIPS = 16   # videos in a row that may fail to decode before the dataset counts as broken
+
 class ClipStream(torch.utils.data.Dataset):
     "Training clip number `p` of a run: item `perm_e[p mod N]` of `dataset` (a new permutation per pass), frame times from `(seed, p)`."
     def __init__(self, dataset: VideoDataset, seed: int = 0):
@@ -73,7 +82,19 @@ class ClipStream(torch.utils.data.Dataset):
         return int(self._perm[1][n])
 
     def __len__(self) -> int: return len(self.dataset)
-    def __getitem__(self, p: int): return self.dataset.get_clip(self.item(p), rng=counter_seed(self.seed, 1, p))
+
+    def __getitem__(self, p: int):
+        "Clip `p`; when its video fails to decode, the next item of the pass instead (one warning naming it; `skipped` counts them)."
+        for k in range(MAX_DECODE_SKIPS + 1):
+            idx = (self.item(p) + k) % len(self.dataset)   # a pure function of p and of which files fail
+            try: clip = self.dataset.get_clip(idx, rng=counter_seed(self.seed, 1, p))
+            except SCAN_ERRORS as e:
+                warnings.warn(f"skipping {self.dataset.describe_item(idx)} (it failed to decode: {' '.join(str(e).split())}); "
+                              f"training goes on with other videos")
+                continue
+            return {**clip, 'skipped': k} if isinstance(clip, dict) else clip
+        raise DatasetError(f"{MAX_DECODE_SKIPS + 1} videos in a row failed to decode, the last {self.dataset.describe_item(idx)}; "
+                           f"the dataset {getattr(self.dataset, 'name', '')} looks broken")
 
 class RankClips(torch.utils.data.Sampler):
     "Clip numbers rank `rank` reads from step `start_step` on, round by round (`batch_gpu` clips per round)."
@@ -166,10 +187,12 @@ class TrainPlan(Config):
     mirror: bool = True                             # dataset x-flips (whole clips)
     max_num_frames: int = 1024
     subset: typing.Optional[int] = None
+    max_bad_fraction: float = 0.01                  # unreadable videos left out (one warning) up to this fraction
     num_workers: int = 3
     cfg: str = 'auto'
     batch: int = 64                                 # videos per step, all processes together
-    batch_gpu: typing.Optional[int] = None          # videos per process per accumulation round (None: batch / processes)
+    batch_gpu: typing.Optional[int] = None          # videos per process per accumulation round (None: the most that fit)
+    memory_budget_gb: typing.Optional[float] = None  # what a step may take when batch_gpu is unset (None: the free memory)
     kimg: float = 25000                             # length of the run in thousands of frames
     kimg_per_tick: float = 5
     snap: int = 200                                 # ticks between snapshots (networks, videos, metrics)
@@ -206,7 +229,7 @@ class TrainPlan(Config):
 
 # fields a resumed run may change: they alter what is logged or kept, never a training step
 RESUME_SAFE_FIELDS = ('kimg', 'kimg_per_tick', 'snap', 'metrics', 'metric_kwargs', 'best_metric', 'keep_last',
-                      'num_workers', 'grid_videos', 'grid_frames', 'fps', 'progress', 'device', 'data')
+                      'num_workers', 'grid_videos', 'grid_frames', 'fps', 'progress', 'device', 'data', 'memory_budget_gb', 'max_bad_fraction')
 
 # %% ../nbs/07a_train.ipynb #f576f004
 class TrainingDiverged(RuntimeError):
@@ -214,30 +237,33 @@ class TrainingDiverged(RuntimeError):
 
 class Trainer:
     "Data, networks, optimisers, augmentation, loss and counters of one training process."
-    def __init__(self, plan: TrainPlan, env: sdist.DistEnv | None = None):
+    def __init__(self, plan: TrainPlan, env: sdist.DistEnv | None = None, log: typing.Callable = print):
         self.plan, self.env = plan, env or sdist.current_env()
         self.device, world = self.env.device, self.env.world_size
         if plan.batch < 1 or plan.batch % world:
             raise ConfigError(f"batch={plan.batch} videos cannot be split over {world} processes; expected a multiple of {world}")
-        self.batch_gpu = plan.batch_gpu or plan.batch // world
-        if plan.batch % (self.batch_gpu * world):
-            raise ConfigError(f"batch={plan.batch} is not a multiple of batch_gpu={self.batch_gpu} x {world} process(es)")
-        self.rounds = plan.batch // (self.batch_gpu * world)
+        if plan.batch_gpu is not None and (plan.batch_gpu < 1 or plan.batch % (plan.batch_gpu * world)):
+            raise ConfigError(f"batch={plan.batch} is not a multiple of batch_gpu={plan.batch_gpu} x {world} process(es)")
         self.dataset = open_training_dataset(plan)
         self.num_frames = self.dataset.sampling.num_frames_per_video
         self._build_networks()
         self.counters = dict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0)
         self._ada_pending, self._sums = [], {}
+        self.batch_gpu = plan.batch_gpu or self.choose_batch_gpu(log if self.env.is_main else (lambda _: None))
+        self.rounds = plan.batch // (self.batch_gpu * world)
+        self.plan = dataclasses.replace(plan, batch_gpu=self.batch_gpu)  # snapshots record the round size the run used
 
 def open_training_dataset(plan: TrainPlan) -> VideoDataset:
-    "The training `VideoDataset` of `plan`, checked against the model's resolution and label width."
+    "The training `VideoDataset` of `plan`, checked against the model's resolution and label width (video files of other sizes: cropped and resized)."
     res, c_dim = plan.G_kwargs.get('img_resolution'), plan.G_kwargs.get('c_dim', 0)
     ds = VideoDataset(plan.data, sampling=plan.sampling or None, max_num_frames=plan.max_num_frames, use_labels=plan.use_labels,
-                      xflip=plan.mirror, max_size=plan.subset, random_seed=plan.seed)
-    c, h, w = ds.image_shape
-    if (h, w) != (res, res):
+                      xflip=plan.mirror, max_size=plan.subset, random_seed=plan.seed,
+                      max_bad_fraction=plan.max_bad_fraction, resolution=res)
+    src = ds.source
+    if src.resize_to is not None and src.kind == 'frames' and len({tuple(s) for s in src.sizes}) == 1:
+        h, w = src.sizes[0]  # a prepared dataset of one other size: more likely a wrong setting than a wish to resize every frame
         raise ConfigError(f"dataset {plan.data} has {h}x{w} frames but the model is configured for resolution {res}; "
-                          f"set resolution={h} or prepare the data at {res}x{res}")
+                          f"set data.resolution={h} or prepare the data at {res}x{res}")
     if ds.c_dim != c_dim:
         raise ConfigError(f"dataset {plan.data} has labels of width {ds.c_dim} (use_labels={plan.use_labels}) but the model "
                           f"expects c_dim={c_dim}")
@@ -286,9 +312,93 @@ def make_augment(plan: TrainPlan, device) -> tuple:
     if plan.aug not in ('ada', 'fixed', 'noaug'): raise ConfigError(f"aug: expected 'ada', 'fixed' or 'noaug', got {plan.aug!r}")
     pipe, ada = augment_setup(plan.aug, plan.augpipe, plan.aug_p if plan.aug == 'fixed' else None, plan.ada_target,
                               plan.ada_interval, plan.ada_kimg)
+    if pipe is not None: pipe.skip_at_zero = True  # while ADA's p is 0, D sees the frames as they are (no identity resample)
     return (None if pipe is None else pipe.to(device)), ada
 
 Trainer._build_networks = _build_networks
+
+# %% ../nbs/07a_train.ipynb #5b2140f2
+def available_memory(device: torch.device) -> int | None:
+    "Bytes free for this process: the GPU's free memory, or Linux's MemAvailable (None where the system does not say)."
+    if device.type == 'cuda':
+        torch.cuda.empty_cache(); return int(torch.cuda.mem_get_info(device)[0])
+    try: meminfo = Path('/proc/meminfo').read_text()
+    except OSError: return None
+    return next((int(l.split()[1]) * 1024 for l in meminfo.splitlines() if l.startswith('MemAvailable:')), None)
+
+def _proc_status_bytes(key: str) -> int:  # a `VmRSS:` / `VmHWM:` line of /proc/self/status
+    return next(int(l.split()[1]) * 1024 for l in Path('/proc/self/status').read_text().splitlines() if l.startswith(key + ':'))
+
+def reset_peak_memory(device: torch.device) -> int:
+    "Start measuring this process's peak memory; return the bytes in use now (CUDA: tensors; CPU: resident set, Linux)."
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device); return torch.cuda.memory_allocated(device)
+    Path('/proc/self/clear_refs').write_text('5')  # resets the resident high-water mark (VmHWM) to the current size
+    return _proc_status_bytes('VmRSS')
+
+def peak_memory(device: torch.device) -> int:
+    "The most bytes in use since `reset_peak_memory`."
+    if device.type == 'cuda': torch.cuda.synchronize(device); return torch.cuda.max_memory_allocated(device)
+    return _proc_status_bytes('VmHWM')
+
+# %% ../nbs/07a_train.ipynb #6b0d1165
+def _size(n: float) -> str: return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
+
+def fit_batch_gpu(per_process: int, fixed: int, per_video: int, budget: int, where: str = 'free memory') -> int:
+    "The largest round size `b` (a divisor of `per_process` videos) whose step, `fixed + b * per_video` bytes, fits `budget`."
+    for b in range(per_process, 0, -1):
+        if per_process % b == 0 and fixed + b * per_video <= budget: return b
+    raise ConfigError(f"a training step on one video needs {_size(fixed + per_video)} ({_size(fixed)} + {_size(per_video)} per "
+                      f"video) but {_size(budget)} is available ({where}); lower data.resolution or the model's width "
+                      f"(model.fmaps, model.channel_max), or free memory")
+
+# %% ../nbs/07a_train.ipynb #9adbfc83
+def measure_step(self: Trainer, videos: int) -> None:
+    "Every phase's forward and backward on `videos` random videos, as a step runs them; gradients, buffers and RNG restored."
+    dev, clip = self.device, self.dataset.get_clip(0, rng=0)
+    img = torch.rand(videos, *clip['image'].shape, device=dev) * 2 - 1
+    c, t = clip['label'][None].repeat(videos, 1).to(dev), clip['times'][None].repeat(videos, 1).to(dev)
+    gen_c, gen_t = sample_fake_conditions(self.dataset, videos, rng=0)
+    saved = [(b, b.detach().clone()) for m in (self.G, self.D, self.augment_pipe) if m is not None for b in m.buffers()]
+    with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
+        for phase in self.phases:
+            net = (self.G if phase.name.startswith('G') else self.D).requires_grad_(True)
+            with self._autocast():
+                self.loss.accumulate_gradients(phase.name, img, c, t, torch.randn(videos, self.G.z_dim, device=dev),
+                                               gen_c.to(dev), gen_t.to(dev), gain=1)
+            net.requires_grad_(False)
+    for net in (self.G, self.D): net.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for buf, value in saved: buf.copy_(value)
+
+Trainer.measure_step = measure_step
+
+# %% ../nbs/07a_train.ipynb #1786a362
+def choose_batch_gpu(self: Trainer, log: typing.Callable = print) -> int:
+    "The most videos per round that fit the memory budget, from a step measured at 1 and 2 videos (the same on every process)."
+    plan, dev, per_process = self.plan, self.device, self.plan.batch // self.env.world_size
+    if plan.memory_budget_gb is not None: budget, where = plan.memory_budget_gb * 2**30, f'train.memory_budget_gb={plan.memory_budget_gb:g}'
+    else: free = available_memory(dev); budget, where = (None, '') if free is None else (0.85 * free, f'85% of the {_size(free)} free')
+    try: base = reset_peak_memory(dev) if budget is not None else None
+    except OSError: base = None  # no /proc/self/clear_refs (not Linux)
+    if base is None:
+        log(f"memory: this system reports no free memory or peak; {per_process} videos per round (train.batch_gpu sets it)")
+        return per_process
+    self.measure_step(1); one = peak_memory(dev) - base
+    if per_process > 1: self.measure_step(2)
+    per_video = max(peak_memory(dev) - base - one, 0) if per_process > 1 else one
+    self.step_memory = fixed, per_video = max(one - per_video, 0), per_video
+    try: b, error = fit_batch_gpu(per_process, fixed, per_video, int(budget), where), None
+    except ConfigError as e: b, error = 0, e
+    picks = sdist.all_gather_objects(b)
+    if error is not None: raise error
+    if min(picks) < 1: raise ConfigError("another process of this job has too little memory for one video per round (its error says how much)")
+    b = min(picks)
+    log(f"memory: a step takes about {_size(fixed)} + {_size(per_video)} per video (measured); {where}: "
+        f"{b} videos per round, {per_process // b} round(s) per step")
+    return b
+
+Trainer.choose_batch_gpu = choose_batch_gpu
 
 # %% ../nbs/07a_train.ipynb #2217a719
 def _autocast(self: Trainer):
@@ -299,6 +409,7 @@ def next_rounds(self: Trainer, clips: typing.Iterator) -> list:
     out = []
     for _ in range(self.rounds):
         clip = next(clips)
+        if 'skipped' in clip: self.skipped_videos = getattr(self, 'skipped_videos', 0) + int(clip['skipped'].sum())
         img = clip['image'].to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
         out.append((img, clip['label'].to(self.device), clip['times'].to(self.device)))
     return out
@@ -365,7 +476,16 @@ def clip_loader(self: Trainer) -> torch.utils.data.DataLoader:
     workers = min(self.plan.num_workers, os.cpu_count() or 1)  # more loader processes than CPUs only slow training down
     return torch.utils.data.DataLoader(ClipStream(self.dataset, self.plan.seed), batch_size=self.batch_gpu, sampler=sampler,
                                        num_workers=workers, pin_memory=self.device.type == 'cuda',
-                                       prefetch_factor=2 if workers else None, persistent_workers=False)
+                                       prefetch_factor=2 if workers else None, persistent_workers=False,
+                                       worker_init_fn=loader_worker_init if workers else None,
+                                       timeout=LOADER_TIMEOUT_S if workers else 0)
+
+LOADER_TIMEOUT_S = 600   # a worker silent this long (a hung network disk) is an error, never a hang
+
+def loader_worker_init(worker_id: int) -> None:
+    "Loader workers leave stop signals to the training process (which snapshots, then ends them)."
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name): signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 def training_record(self: Trainer) -> dict:
     "The optimisers, augmentation and ADA state as a checkpoint record."
@@ -380,7 +500,13 @@ def save_snapshot(self: Trainer, path: str | os.PathLike, counters: dict | None 
     "Write the whole training state to the checkpoint `path`, atomically (`counters`: the ones to resume from)."
     meta = {'kind': 'training-snapshot', 'counters': dict(counters or self.counters), 'plan': self.plan.to_dict(),
             'world_size': self.env.world_size, 'created': time.strftime('%Y-%m-%dT%H:%M:%S'), **(extra or {})}
-    return save_checkpoint(path, {'G': self.G, 'D': self.D, 'G_ema': self.G_ema, 'training': self.training_record()}, meta)
+    with disk_space_guard(path, self.snapshot_bytes()):
+        return save_checkpoint(path, {'G': self.G, 'D': self.D, 'G_ema': self.G_ema, 'training': self.training_record()}, meta)
+
+def snapshot_bytes(self: Trainer) -> int:
+    "About the size of one snapshot: G, D and G_ema, and Adam's two moments of G and D."
+    size = lambda net: sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    return size(self.G_ema) + 3 * (size(self.G) + size(self.D))
 
 def load_snapshot(self: Trainer, path: str | os.PathLike) -> dict:
     "Restore networks, optimisers, augmentation, ADA and counters from a training snapshot; return its metadata."
@@ -401,9 +527,21 @@ def load_snapshot(self: Trainer, path: str | os.PathLike) -> dict:
     pending = tree['ada_pending']
     self._ada_pending = [] if pending is None else [pending.to(self.device)]
     self.counters = {k: int(v) for k, v in meta['counters'].items()}
+    sums = meta.get('tick_sums')  # a snapshot taken mid-tick (a stop signal): each process's loss sums so far
+    if sums and len(sums) == self.env.world_size: self._sums = {k: [s, n] for k, (s, n) in sums[self.env.rank].items()}
+    by_rank = meta.get('ada_pending_by_rank')  # several processes: each one's real logits not yet given to ADA
+    if by_rank and len(by_rank) == self.env.world_size:
+        mine = by_rank[self.env.rank]
+        self._ada_pending = [torch.tensor(mine, dtype=torch.float32, device=self.device)] if mine else []
     return meta
 
+def pending_by_rank(self: Trainer) -> list | None:
+    "All processes call this: every process's ADA logits not yet given to the controller (None in a 1-process run)."
+    if not self.env.distributed: return None
+    return sdist.all_gather_objects(torch.cat(self._ada_pending).tolist() if self._ada_pending else [])
+
 Trainer.clip_loader, Trainer.training_record, Trainer.save_snapshot, Trainer.load_snapshot = clip_loader, training_record, save_snapshot, load_snapshot
+Trainer.snapshot_bytes, Trainer.pending_by_rank = snapshot_bytes, pending_by_rank
 
 # %% ../nbs/07a_train.ipynb #250a15ff
 def tiny_model_kwargs(resolution: int = 16, channels: int = 32, num_frames: int = 3, max_num_frames: int = 32,
@@ -440,12 +578,12 @@ def write_grid(video: np.ndarray, mp4: Path | None, png: Path | None, fps: int =
     "Write a grid video as mp4 (even sizes padded) and/or a PNG of its first, middle and last frames."
     if mp4 is not None:
         pad = ((0, 0), (0, video.shape[1] % 2), (0, video.shape[2] % 2), (0, 0))
-        write_video(mp4, np.pad(video, pad), fps=fps)
+        with disk_space_guard(mp4, video.nbytes // 10): write_video(mp4, np.pad(video, pad), fps=fps)  # H.264: ~1/10 of raw
     if png is not None:
         import PIL.Image
         T = len(video)
         strip = np.concatenate([video[i] for i in sorted({0, T // 2, T - 1})], axis=0)
-        with atomic_path(png) as tmp: PIL.Image.fromarray(strip).save(tmp, format='PNG')
+        with disk_space_guard(png, strip.nbytes), atomic_path(png) as tmp: PIL.Image.fromarray(strip).save(tmp, format='PNG')
 
 # %% ../nbs/07a_train.ipynb #61bacd06
 def check_resume_compatible(old: dict, new: dict, where: str) -> None:
@@ -455,28 +593,43 @@ def check_resume_compatible(old: dict, new: dict, where: str) -> None:
         raise ConfigError(f"resume from {where}: the settings differ in {', '.join(changed)}, which would change training "
                           f"(only {', '.join(RESUME_SAFE_FIELDS)} may change when resuming); use a new --outdir for a new run")
 
-def resume_point(run_dir: str | os.PathLike, plan: TrainPlan, resume: str | None) -> Path | None:
-    "Check `run_dir` for a run with `plan` and return the snapshot to continue from (`None`: start fresh)."
+def holds_run(run_dir: str | os.PathLike) -> bool:
+    "Whether `run_dir` holds a training run: its `run.json` or a snapshot."
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and ((run_dir / RUN_FILE).is_file() or bool(snapshot_files(run_dir)))
+
+def no_run_error(run_dir: str | os.PathLike) -> FileNotFoundError:
+    return FileNotFoundError(f"resume=latest: {run_dir} holds no training run (no {RUN_FILE}, no snapshot); expected the --outdir "
+                             f"of an earlier run, or resume=auto to start one there when there is none")
+
+UNFINISHED_FILES = (RUN_FILE, 'reals.png', 'stats.jsonl', 'metric-*.jsonl', 'events.out.tfevents.*')
+
+def clear_unfinished(run_dir: str | os.PathLike, log: typing.Callable = print) -> list[Path]:
+    "Delete what a run that stopped before its first snapshot left (`UNFINISHED_FILES`), saying so; return the files."
+    gone = [p for pattern in UNFINISHED_FILES for p in Path(run_dir).glob(pattern) if p.is_file()] if Path(run_dir).is_dir() else []
+    for p in gone: p.unlink()
+    if gone: log(f"{run_dir}: removed {', '.join(sorted(p.name for p in gone))} of a run that stopped before its first snapshot")
+    return gone
+
+def resume_point(run_dir: str | os.PathLike, plan: TrainPlan, resume: str | None, log: typing.Callable = print) -> Path | None:
+    "Check `run_dir` for a run with `plan`; the snapshot to continue from (`None`: start, clearing a run that has none)."
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir(): raise NotADirectoryError(f"--outdir {run_dir} is a file; expected a folder for the run")
-    run_file = run_dir / RUN_FILE
-    if resume is None:
-        if run_file.exists() or any(run_dir.glob('network-snapshot-*')):
-            raise FileExistsError(f"{run_dir} already holds a training run; pass resume=latest to continue it, or choose a new --outdir")
-        return None
-    if resume == 'latest':
-        snaps = find_snapshots(run_dir) if run_dir.is_dir() else []
-        path = snaps[-1] if snaps else None
+    if resume == 'latest' and not holds_run(run_dir): raise no_run_error(run_dir)
+    if resume in (None, 'latest', 'auto'):
+        path = latest_snapshot(run_dir, warn=log) if run_dir.is_dir() else None
+        if path is not None and resume is None:
+            raise FileExistsError(f"{run_dir} already holds a training run; pass resume=latest to continue it (from {path.name}), or choose a new --outdir")
     else:
         path = Path(resume)
-        if not path.is_file(): raise FileNotFoundError(f"resume={resume}: no such file; expected 'latest' or a network-snapshot-*.safetensors")
-    if path is not None:
-        meta = read_checkpoint(path)[0].get('metadata', {})
-        if meta.get('kind') != 'training-snapshot':
-            raise CheckpointError(f"resume={path}: not a training snapshot (no optimiser state); expected a network-snapshot-*.safetensors written by stylegan-v train")
-        check_resume_compatible(meta['plan'], plan.to_dict(), str(path))
-    elif run_file.exists():
-        check_resume_compatible(json.loads(run_file.read_text())['plan'], plan.to_dict(), str(run_file))
+        if not path.is_file(): raise FileNotFoundError(f"resume={resume}: no such file; expected 'latest', 'auto' or a network-snapshot-*.safetensors")
+    if path is None:
+        clear_unfinished(run_dir, log); return None
+    meta = read_checkpoint(path)[0].get('metadata', {})
+    if meta.get('kind') != 'training-snapshot':
+        raise CheckpointError(f"resume={path}: not a training snapshot (no optimiser state); expected a network-snapshot-*.safetensors written by stylegan-v train")
+    if plan.batch_gpu is None: plan.batch_gpu = meta['plan'].get('batch_gpu')  # the round size the run measured: an exact continuation
+    check_resume_compatible(meta['plan'], plan.to_dict(), str(path))
     return path
 
 # %% ../nbs/07a_train.ipynb #7c70e84e
@@ -504,13 +657,14 @@ class RunLog:
 
 # %% ../nbs/07a_train.ipynb #2adfe037
 def tick_stats(self: Trainer) -> dict:
-    "Mean loss terms (`Loss/...`) since the last tick over all processes; resets the sums."
+    "Mean loss terms (`Loss/...`) and skipped videos (`Data/...`, a count) since the last tick over all processes; resets the sums."
     local = {k: (float(s), n) for k, (s, n) in self._sums.items()}
-    self._sums = {}
+    local['Data/skipped_videos'] = (float(getattr(self, 'skipped_videos', 0)), 1)   # clips whose video failed to decode
+    self._sums, self.skipped_videos = {}, 0
     merged = {}
     for part in sdist.all_gather_objects(local):
         for k, (s, n) in part.items(): m = merged.setdefault(k, [0.0, 0]); m[0] += s; m[1] += n
-    out = {k: s / n for k, (s, n) in sorted(merged.items())}
+    out = {k: s if k.startswith('Data/') else s / n for k, (s, n) in sorted(merged.items())}   # counts add up
     if self.augment_pipe is not None: out['Progress/augment'] = float(self.augment_pipe.p)
     return out
 
@@ -522,7 +676,7 @@ def best_by_metric(run_dir: Path, metric: str) -> Path | None:
 
 def prune_snapshots(run_dir: Path, keep_last: int, best_metric: str | None = None) -> list[Path]:
     "Delete snapshots other than the last `keep_last` (0: keep all) and the best by `best_metric`; return the deleted ones."
-    snaps = find_snapshots(run_dir)
+    snaps = find_snapshots(run_dir, warn=lambda line: None)  # unreadable ones are named where a snapshot is picked, left be here
     if keep_last <= 0: return []
     keep = set(snaps[-keep_last:]) | ({best_by_metric(run_dir, best_metric)} if best_metric else set())
     gone = [s for s in snaps if s not in keep]
@@ -546,15 +700,23 @@ def write_reals(self: Trainer, run_dir: Path) -> Path:
     with atomic_path(path) as tmp: PIL.Image.fromarray(np.concatenate(list(video), axis=0)).save(tmp, format='PNG')
     return path
 
-def evaluate_snapshot(self: Trainer, snapshot: Path) -> dict:
+def evaluate_snapshot(self: Trainer, snapshot: Path, log: typing.Callable = print) -> dict:
     "Compute the plan's metrics on G_ema, append them to `metric-<name>.jsonl` beside `snapshot`; return `{name: value}`."
     if not self.plan.metrics: return {}
     from stylegan_v.metrics.evaluate import compute_metric, report_metric
     out, nimg = {}, self.counters['cur_nimg']
+    where = dict(snapshot=snapshot.name, kimg=nimg / 1000, nimg=nimg)
     for name in self.plan.metrics:
-        res = compute_metric(name, real=self.plan.data, G=self.G_ema, seed=self.plan.seed, device=self.device,
-                             progress=False, **self.plan.metric_kwargs)
-        report_metric(dict(res, snapshot=snapshot.name, kimg=nimg / 1000, nimg=nimg), outdir=snapshot.parent, echo=False)
+        try: res = compute_metric(name, real=self.plan.data, G=self.G_ema, seed=self.plan.seed, device=self.device,
+                                  progress=False, **self.plan.metric_kwargs)
+        except Exception as e:  # a detector file gone, a metric raising: the run goes on, the log keeps the reason
+            reason = ' '.join(f"{type(e).__name__}: {e}".split())[:300]
+            if self.env.is_main:
+                append_jsonl(metric_log(snapshot.parent, name), dict(metric=name, value=None, error=reason, **where))
+                log(f"warning: metric {name} failed at {snapshot.name}: {reason}; training goes on without it")
+            continue
+        with disk_space_guard(metric_log(snapshot.parent, name), 4096):
+            report_metric(dict(res, **where), outdir=snapshot.parent, echo=False)
         out[name] = res['value']
     return out
 
@@ -568,24 +730,34 @@ def check_metrics(plan: TrainPlan, device) -> None:
         try: load_detector(det, plan.metric_kwargs.get('detectors'), device=device, progress=False)
         except Exception as e:
             raise UsageError(f"metric {name} needs the {det} detector, which could not be loaded: {str(e).splitlines()[0]}; "
-                             f"train without metrics (metrics.metrics=[]) or give its file (metrics.detectors={{{det}: PATH}})") from e
+                             f"train without metrics (metrics.metrics=[]) or give its file (--detector {det}=PATH)") from e
 
-def take_snapshot(self: Trainer, run_dir: Path, counters: dict) -> tuple[Path | None, dict]:
+def take_snapshot(self: Trainer, run_dir: Path, counters: dict, log: typing.Callable = print) -> tuple[Path | None, dict]:
     "All processes: check the networks agree, compute the metrics together; rank 0: snapshot, grid video, metric logs, pruning."
     for name in ('G', 'D', 'G_ema'): sdist.check_consistency(getattr(self, name), name, ignore=r'(^|\.)w_avg$')
-    path = run_dir / snapshot_name(self.counters['cur_nimg'])
+    path, pending = run_dir / snapshot_name(self.counters['cur_nimg']), self.pending_by_rank()
     if self.env.is_main:
         kimg = f"{self.counters['cur_nimg'] / 1000:010.3f}"
-        self.save_snapshot(path, counters)
+        self.save_snapshot(path, counters, extra={'ada_pending_by_rank': pending} if pending else None)
         grid = snapshot_grid(self.G_ema, self.plan.grid_videos, self.plan.grid_frames, self.plan.seed, self.grid_labels())
         write_grid(grid, run_dir / f'videos-{kimg}.mp4', run_dir / f'fakes-{kimg}.png', fps=self.plan.fps)
-    metrics = self.evaluate_snapshot(path)  # every process: the metric pipeline splits the videos over the ranks
+    metrics = self.evaluate_snapshot(path, log)  # every process: the metric pipeline splits the videos over the ranks
     if self.env.is_main: prune_snapshots(run_dir, self.plan.keep_last, self.plan.best_metric)
     if self.env.distributed: torch.distributed.barrier()
     return (path if self.env.is_main else None), metrics
 
+def stop_snapshot(self: Trainer, run_dir: Path) -> Path:
+    "All processes, on a stop signal: rank 0 writes the state after the step just finished (mid-tick: loss sums too)."
+    sums = sdist.all_gather_objects({k: (float(s), n) for k, (s, n) in self._sums.items()})
+    path, pending = run_dir / snapshot_name(self.counters['cur_nimg']), self.pending_by_rank()
+    if self.env.is_main:
+        self.save_snapshot(path, extra={'tick_sums': sums, 'stopped_mid_tick': True, **({'ada_pending_by_rank': pending} if pending else {})})
+        prune_snapshots(run_dir, self.plan.keep_last, self.plan.best_metric)
+    if self.env.distributed: torch.distributed.barrier()
+    return path
+
 Trainer.tick_stats, Trainer.grid_labels, Trainer.write_reals = tick_stats, grid_labels, write_reals
-Trainer.evaluate_snapshot, Trainer.take_snapshot = evaluate_snapshot, take_snapshot
+Trainer.evaluate_snapshot, Trainer.take_snapshot, Trainer.stop_snapshot = evaluate_snapshot, take_snapshot, stop_snapshot
 
 # %% ../nbs/07a_train.ipynb #7a5d2b7c
 def _peak_mem_gb(device: torch.device) -> float:
@@ -593,80 +765,160 @@ def _peak_mem_gb(device: torch.device) -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
+def _rss_gb() -> float:
+    "This process's resident memory now, in GiB (Linux; elsewhere the peak so far)."
+    try: return int(Path('/proc/self/statm').read_text().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30
+    except (OSError, ValueError, IndexError): return _peak_mem_gb(torch.device('cpu'))
+
 def _postfix(stats: dict) -> dict:
     short = {k[5:]: f'{v:.3g}' for k, v in stats.items() if k in ('Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty')}
     if 'Progress/augment' in stats: short['p'] = f"{stats['Progress/augment']:.3f}"
     short['s/kimg'] = f"{stats['Timing/sec_per_kimg']:.3g}"
     return short
 
+def _tick_line(stats: dict, total_kimg: float) -> str:
+    "The one line per tick that a log file (not a terminal) gets instead of a progress bar."
+    parts = ' '.join(f'{k}={v}' for k, v in _postfix(stats).items())
+    return (f"tick {stats['tick']}: {stats['kimg']:.3f}/{total_kimg:.3f} kimg ({100 * min(stats['kimg'] / total_kimg, 1):.0f}%) "
+            f"{parts} rss={stats['Resources/rss_gb']:.2f}GiB")
+
+# %% ../nbs/07a_train.ipynb #5e1f7a02
+EXIT_PREEMPTED = 75                                 # EX_TEMPFAIL: stopped on request, resume=latest continues
+STOP_SIGNALS = ('SIGINT', 'SIGTERM', 'SIGUSR1')
+
+class TrainingStopped(SystemExit):
+    "SIGTERM/SIGUSR1 ended the run after a snapshot of its last step (`snapshot`); exits with `EXIT_PREEMPTED`."
+    def __init__(self, message: str, signal_name: str, snapshot: Path | None = None):
+        super().__init__(EXIT_PREEMPTED)
+        self.message, self.signal_name, self.snapshot = message, signal_name, snapshot
+    def __str__(self) -> str: return self.message
+
+class StopSignals:
+    "Context: while `armed`, SIGINT/SIGTERM/SIGUSR1 only set `received`; otherwise (and at a second Ctrl-C) they stop at once."
+    def __init__(self): self.received, self.armed, self._old = None, False, {}
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            for name in STOP_SIGNALS:
+                if hasattr(signal, name): self._old[name] = signal.signal(getattr(signal, name), self._handle)
+        return self
+    def __exit__(self, *exc):
+        for name, old in self._old.items(): signal.signal(getattr(signal, name), old)
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.armed and not (name == 'SIGINT' and self.received == 'SIGINT'):
+            self.received = self.received or name; return
+        if name == 'SIGINT': raise KeyboardInterrupt
+        raise TrainingStopped(f"stopped by {name} before the first step; nothing to save", name)
+
+# %% ../nbs/07a_train.ipynb #5e1f7a04
+def agreed_stop(env: sdist.DistEnv, device: torch.device, stop: StopSignals) -> str | None:
+    "The stop signal any process received (all processes get the same answer), or None."
+    if not env.distributed: return stop.received
+    code = torch.tensor([STOP_SIGNALS.index(stop.received) + 1 if stop.received else 0], device=device)
+    torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
+    return STOP_SIGNALS[int(code.item()) - 1] if code.item() else None
+
+def _stop(trainer: Trainer, run_dir: Path, name: str, snap_nimg: int | None, log: typing.Callable):
+    "Snapshot the step just finished (unless a regular snapshot of it is on disk), log one line, end the run."
+    ctr = trainer.counters
+    path = run_dir / snapshot_name(ctr['cur_nimg'])
+    if snap_nimg != ctr['cur_nimg']: path = trainer.stop_snapshot(run_dir)
+    msg = (f"stopped by {name} after step {ctr['batch_idx']} ({ctr['cur_nimg'] / 1000:.3f} kimg): {path.name} written; "
+           f"continue with resume=latest")
+    if trainer.env.is_main: log(msg)
+    if name == 'SIGINT': raise KeyboardInterrupt(msg)
+    raise TrainingStopped(msg, name, path)
+
+# %% ../nbs/07a_train.ipynb #5e1f7a05
 def run_training(plan: TrainPlan, outdir: str | os.PathLike, resume: str | None = None, run_config: dict | None = None,
                  log: typing.Callable = print) -> dict:
     "Train with `plan` in the run directory `outdir` (every process of a job calls this); return a summary."
-    from tqdm.auto import tqdm
     created_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     env = sdist.init_distributed(plan.device)
-    run_dir, t_start = Path(outdir), time.time()
+    run_dir, t_start, runlog = Path(outdir), time.time(), None
     try:
-        start = resume_point(run_dir, plan, resume)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = plan.tf32
-        trainer = Trainer(plan, env)
-        if start is not None: trainer.load_snapshot(start)
-        ctr, main = trainer.counters, env.is_main
-        check_metrics(plan, trainer.device)  # every process loads the detectors it will use
-        runlog = None
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=True); remove_partials(run_dir)
-            if start is None or not (run_dir / RUN_FILE).exists() or resume is not None:
-                atomic_write_bytes(run_dir / RUN_FILE, json.dumps({'plan': plan.to_dict(), 'run_config': run_config,
-                                                                   'world_size': env.world_size}, indent=1).encode())
-            if start is None: trainer.write_reals(run_dir)
-            runlog = RunLog(run_dir, resume_nimg=ctr['cur_nimg'] if start is not None else None)
-            log(f"{'resuming from ' + start.name if start else 'starting'} in {run_dir}: {env.world_size} process(es), "
-                f"batch {plan.batch} = {trainer.rounds} round(s) x {trainer.batch_gpu} x {env.world_size}, {plan.kimg} kimg")
-        summary = _loop(trainer, plan, run_dir, runlog, tqdm)
+        with StopSignals() as stop:
+            start = resume_point(run_dir, plan, resume)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = plan.tf32
+            trainer = Trainer(plan, env)
+            if start is not None: trainer.load_snapshot(start)
+            ctr, main = trainer.counters, env.is_main
+            check_metrics(plan, trainer.device)  # every process loads the detectors it will use
+            if main:
+                run_dir.mkdir(parents=True, exist_ok=True); remove_partials(run_dir)
+                check_free_space(run_dir, trainer.snapshot_bytes(), warn=log)
+                if start is None or not (run_dir / RUN_FILE).exists() or resume is not None:
+                    record = json.dumps({'plan': plan.to_dict(), 'run_config': run_config, 'world_size': env.world_size}, indent=1).encode()
+                    with disk_space_guard(run_dir / RUN_FILE, len(record)): atomic_write_bytes(run_dir / RUN_FILE, record)
+                if start is None:
+                    with disk_space_guard(run_dir / 'reals.png', 2**20): trainer.write_reals(run_dir)
+                runlog = RunLog(run_dir, resume_nimg=ctr['cur_nimg'] if start is not None else None)
+                log(f"{'resuming from ' + start.name if start else 'starting'} in {run_dir}: {env.world_size} process(es), "
+                    f"batch {plan.batch} = {trainer.rounds} round(s) x {trainer.batch_gpu} x {env.world_size}, {plan.kimg} kimg")
+            summary = _loop(trainer, plan, run_dir, runlog, stop, log)
     finally:
-        if 'runlog' in locals() and runlog is not None: runlog.close()
+        if runlog is not None: runlog.close()
         if created_group: sdist.shutdown_distributed()
     summary.update(run_dir=str(run_dir), seconds=round(time.time() - t_start, 2), resumed_from=start.name if start else None)
     return summary
 
-def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | None, tqdm) -> dict:
-    ctr, main, frames_per_step = trainer.counters, trainer.env.is_main, plan.batch * trainer.num_frames
-    total_nimg = round(plan.kimg * 1000)
-    bar = tqdm(total=plan.kimg, initial=ctr['cur_nimg'] / 1000, unit='kimg', disable=not (main and plan.progress),
-               bar_format='{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]')
+# %% ../nbs/07a_train.ipynb #5e1f7a06
+def _progress_bar(plan: TrainPlan, ctr: dict, show: bool):
+    "tqdm over kimg on a terminal; a log file gets `_tick_line`s instead of carriage-return updates."
+    from tqdm.auto import tqdm
+    return tqdm(total=plan.kimg, initial=ctr['cur_nimg'] / 1000, unit='kimg', disable=not show,
+                bar_format='{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]')
+
+def _advance(bar, cur_nimg: int, total_nimg: int) -> None:
+    "Move the bar to `cur_nimg` frames; the last step may pass the run's length, the bar stops at 100 %."
+    bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
+
+def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | None, stop: StopSignals,
+          log: typing.Callable = print) -> dict:
+    ctr, main, total_nimg = trainer.counters, trainer.env.is_main, round(plan.kimg * 1000)
+    on_terminal = sys.stderr.isatty()
+    bar = _progress_bar(plan, ctr, main and plan.progress and on_terminal)
     clips = iter(trainer.clip_loader())
     done, tick_t0, data_wait, last_stats, last_snap, metrics = ctr['cur_nimg'] >= total_nimg, time.time(), 0.0, {}, None, {}
+    run_t0, run_nimg0, snap_nimg = time.time(), ctr['cur_nimg'], None
+    stop.armed = True
     try:
         while not done:
             t0 = time.perf_counter(); rounds = trainer.next_rounds(clips); data_wait += time.perf_counter() - t0
             trainer.train_step(rounds)
-            bar.update(frames_per_step / 1000)
+            _advance(bar, ctr['cur_nimg'], total_nimg)
             done = ctr['cur_nimg'] >= total_nimg
-            if not done and ctr['cur_tick'] != 0 and ctr['cur_nimg'] < ctr['tick_start_nimg'] + plan.kimg_per_tick * 1000: continue
-            tick_s = time.time() - tick_t0
-            stats = {'tick': ctr['cur_tick'], 'kimg': ctr['cur_nimg'] / 1000, 'nimg': ctr['cur_nimg'], 'step': ctr['batch_idx'],
-                     **trainer.tick_stats(), 'Timing/sec_per_tick': tick_s,
-                     'Timing/sec_per_kimg': tick_s / max(ctr['cur_nimg'] - ctr['tick_start_nimg'], 1) * 1000,
-                     'Timing/data_wait_frac': data_wait / max(tick_s, 1e-9),
-                     'Resources/peak_mem_gb': _peak_mem_gb(trainer.device), 'timestamp': time.time()}
-            next_ctr = dict(ctr, cur_tick=ctr['cur_tick'] + 1, tick_start_nimg=ctr['cur_nimg'])
-            if done or ctr['cur_tick'] % plan.snap == 0:
-                last_snap, metrics = trainer.take_snapshot(run_dir, next_ctr)
-                stats.update({f'Metrics/{k}': v for k, v in metrics.items()})
-            if main:
-                runlog.tick(stats); bar.set_postfix(_postfix(stats), refresh=False)
-            last_stats = stats
-            ctr.update(next_ctr)
-            tick_t0, data_wait = time.time(), 0.0
+            if done or ctr['cur_tick'] == 0 or ctr['cur_nimg'] >= ctr['tick_start_nimg'] + plan.kimg_per_tick * 1000:
+                tick_s = time.time() - tick_t0
+                stats = {'tick': ctr['cur_tick'], 'kimg': ctr['cur_nimg'] / 1000, 'nimg': ctr['cur_nimg'], 'step': ctr['batch_idx'],
+                         **trainer.tick_stats(), 'Timing/sec_per_tick': tick_s,
+                         'Timing/sec_per_kimg': tick_s / max(ctr['cur_nimg'] - ctr['tick_start_nimg'], 1) * 1000,
+                         'Timing/data_wait_frac': data_wait / max(tick_s, 1e-9),
+                         'Resources/peak_mem_gb': _peak_mem_gb(trainer.device), 'Resources/rss_gb': _rss_gb(),
+                         'timestamp': time.time()}
+                next_ctr = dict(ctr, cur_tick=ctr['cur_tick'] + 1, tick_start_nimg=ctr['cur_nimg'])
+                if done or ctr['cur_tick'] % plan.snap == 0:
+                    last_snap, metrics = trainer.take_snapshot(run_dir, next_ctr, log)
+                    snap_nimg = ctr['cur_nimg']
+                    stats.update({f'Metrics/{k}': v for k, v in metrics.items()})
+                if main:
+                    runlog.tick(stats); bar.set_postfix(_postfix(stats), refresh=False)
+                    if plan.progress and not on_terminal: log(_tick_line(stats, plan.kimg))
+                last_stats = stats
+                ctr.update(next_ctr)
+                tick_t0, data_wait = time.time(), 0.0
+            if not done and (name := agreed_stop(trainer.env, trainer.device, stop)): _stop(trainer, run_dir, name, snap_nimg, log)
     except TrainingDiverged as e:
         snaps = find_snapshots(run_dir) if main else []
         raise TrainingDiverged(f"{e}; the last good snapshot is {snaps[-1] if snaps else 'none (no snapshot was written yet)'}") from None
     finally:
         bar.close(); del clips
+    trained = ctr['cur_nimg'] - run_nimg0
     return {'kimg': ctr['cur_nimg'] / 1000, 'steps': ctr['batch_idx'], 'last_snapshot': str(last_snap) if last_snap else None,
-            'stats': last_stats, 'metrics': metrics}
+            'stats': last_stats, 'metrics': metrics,
+            'sec_per_kimg': (time.time() - run_t0) / trained * 1000 if trained else None,   # this call's mean, snapshots included
+            'last_tick_sec_per_kimg': last_stats.get('Timing/sec_per_kimg')}
 
 # %% ../nbs/07a_train.ipynb #7436d444
 def apply_cfg_spec(rc: RunConfig, cfg: str, num_gpus: int = 1) -> RunConfig:
@@ -699,8 +951,9 @@ def plan_from_run_config(rc: RunConfig, num_gpus: int = 1) -> TrainPlan:
         raise ConfigError(f"metrics.best_metric={m.best_metric} is not among the metrics computed at snapshots ({', '.join(metrics) or 'none'})")
     return TrainPlan(
         data=str(rc.data.path), G_kwargs=G_kwargs, D_kwargs=D_kwargs, sampling=rc.sampling.to_dict(), use_labels=rc.data.labels,
-        mirror=rc.data.mirror, max_num_frames=rc.data.max_num_frames, subset=rc.data.subset, num_workers=t.num_workers,
-        cfg=t.cfg, batch=t.batch_size, batch_gpu=t.batch_gpu, kimg=t.kimg, kimg_per_tick=t.kimg_per_tick, snap=t.snap, seed=t.seed,
+        mirror=rc.data.mirror, max_num_frames=rc.data.max_num_frames, subset=rc.data.subset,
+        max_bad_fraction=rc.data.max_bad_fraction, num_workers=t.num_workers,
+        cfg=t.cfg, batch=t.batch_size, batch_gpu=t.batch_gpu, memory_budget_gb=t.memory_budget_gb, kimg=t.kimg, kimg_per_tick=t.kimg_per_tick, snap=t.snap, seed=t.seed,
         G_lr=t.lr, D_lr=t.lr, betas=list(t.betas), eps=t.eps, G_reg_interval=t.G_reg_interval, D_reg_interval=t.D_reg_interval,
         r1_gamma=t.r1_gamma, ema_kimg=t.ema_kimg, ema_rampup=t.ema_rampup, aug=t.aug, augpipe=t.augpipe, aug_p=t.p or 0.0,
         ada_target=t.ada_target, ada_interval=t.ada_interval, ada_kimg=t.ada_kimg, dtype=dtype,
@@ -722,24 +975,45 @@ def run_overrides(items: typing.Sequence[str]) -> list[str]:
     "`key=value` items as `RunConfig` overrides: `resume=X` is short for `train.resume=X`."
     return ['train.' + item if item.split('=', 1)[0].strip() == 'resume' else item for item in items]
 
-def config_from_args(args) -> RunConfig:
-    "The `RunConfig` that `stylegan-v train` arguments describe (validated)."
+def stored_run_config(run_dir: str | os.PathLike | None) -> RunConfig | None:
+    "The `RunConfig` recorded in `run_dir/run.json` (None when there is none)."
+    path = Path(run_dir or '') / RUN_FILE
+    stored = json.loads(path.read_text()).get('run_config') if run_dir and path.is_file() else None
+    return None if stored is None else RunConfig.from_dict(stored)
+
+def config_from_args(args, need_data: bool = True) -> RunConfig:
+    "The `RunConfig` that `stylegan-v train` arguments describe (validated): on resume, the run's own plus the `key=value` given."
     if args.preset and args.config: raise UsageError("give --preset or --config, not both")
-    rc = load_run_config(args.config or args.preset, run_overrides(args.overrides))
+    overrides = run_overrides(args.overrides)
+    rc = load_run_config(args.config or args.preset, overrides)
+    if rc.train.resume == 'latest' and not holds_run(args.outdir): raise no_run_error(args.outdir)
+    stored = stored_run_config(args.outdir) if rc.train.resume is not None and not (args.preset or args.config) else None
+    if stored is not None: rc = stored.override(overrides)  # a --preset/--config given again is checked against the run instead
+    detectors = parse_detector_overrides(args.detector)
+    rc = dataclasses.replace(rc, metrics=dataclasses.replace(rc.metrics, detectors={**rc.metrics.detectors, **detectors}))
     data = args.data or rc.data.path
-    run_file = Path(args.outdir) / RUN_FILE
-    if not data and rc.train.resume and run_file.is_file(): data = json.loads(run_file.read_text())['plan']['data']
-    if not data: raise UsageError("no training data: expected --data PATH (a dataset folder, zip or folder of videos)")
-    if not Path(data).exists(): raise FileNotFoundError(f"--data {data}: no such file or folder; expected a dataset made by `stylegan-v prepare`")
-    rc = dataclasses.replace(rc, data=dataclasses.replace(rc.data, path=str(data)), outdir=str(args.outdir))
-    return rc
+    if need_data and not data: raise UsageError("no training data: expected --data PATH (a dataset folder, zip or folder of videos)")
+    if need_data and not Path(data).exists(): raise FileNotFoundError(f"--data {data}: no such file or folder; expected a dataset made by `stylegan-v prepare` or a folder of videos")
+    return dataclasses.replace(rc, data=dataclasses.replace(rc.data, path=data and str(data)), outdir=str(args.outdir or rc.outdir))
+
+TRAIN_EPILOG = """\
+Every setting is a key=value field of the run config (section.field=value, YAML values), e.g.
+  train.batch_size=16 train.kimg=100 data.resolution=64 metrics.metrics=[]
+  stylegan-v train --show-config [--preset NAME] [key=value ...]   # all fields, resolved, each with what it means
+resume=latest continues the run in --outdir with the settings it stored (key=value may extend it, e.g. train.kimg;
+changes to the optimisation are refused); resume=auto continues it, or starts a new run there when there is none
+(for requeued cluster jobs, see tools/slurm/)."""
 
 def _parser():
-    p = command_parser('train', 'Train a StyleGAN-V (one process, or every process of a torchrun job).')
-    p.add_argument('--data', metavar='PATH', help='training videos: a dataset folder or zip, or a folder of videos')
-    add_outdir(p, help='run directory (snapshots, logs, videos); an existing run needs resume=latest')
+    p = command_parser('train', 'Train a StyleGAN-V (one process, or every process of a torchrun job).', epilog=TRAIN_EPILOG)
+    p.add_argument('--data', metavar='PATH', help='training videos: a dataset folder or zip (stylegan-v prepare), or a folder of '
+                   'video files of any sizes (centre-cropped and resized to data.resolution on the fly)')
+    add_outdir(p, required=False, help='run directory (snapshots, logs, videos); an existing run needs resume=latest')
     p.add_argument('--preset', metavar='NAME', help='dataset preset (ffs, sky_timelapse, ucf101, rainbow_jelly, mead)')
     p.add_argument('--config', metavar='YAML', help='a RunConfig file (YAML or JSON)')
+    p.add_argument('--detector', action='append', default=[], metavar='NAME=PATH', help='local detector file for the snapshot '
+                   'metrics (repeatable; the same as metrics.detectors={NAME: PATH} or STYLEGAN_V_DETECTOR_<NAME>)')
+    p.add_argument('--show-config', action='store_true', help='print the resolved run config, each field with its comment, and exit')
     p.add_argument('--notebook', action='store_true', help='run the papermill template and keep OUTDIR/train.ipynb as the record')
     add_overrides(p, help='RunConfig fields (train.batch_size=32, train.dtype=bf16, metrics.metrics=[], resume=latest)')
     return p
@@ -753,13 +1027,17 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 def _run_cli(args) -> int:
-    rc = config_from_args(args)
+    if args.outdir is None and not args.show_config:
+        raise UsageError("--outdir DIR is required: the run folder (a new one, or an earlier run's with resume=latest)")
+    rc = config_from_args(args, need_data=not args.show_config)
+    if args.show_config:
+        print(commented_yaml(apply_cfg_spec(rc, rc.train.cfg, sdist.env_ranks()[1]))); return 0
     if args.notebook: return run_notebook(rc, args.outdir)
     plan = plan_from_run_config(rc, sdist.env_ranks()[1])
     if plan.device == 'cpu' or (plan.device == 'auto' and not torch.cuda.is_available()):
         keep_freed_memory()  # a training process of its own: 4-5% faster steps at 64 px on a CPU (see "Speed on a CPU")
-    if sdist.env_ranks()[0] == 0 and rc.train.resume is None:
-        resume_point(args.outdir, plan, None)  # refuse an existing run before building anything
+    if sdist.env_ranks()[0] == 0:
+        resume_point(args.outdir, plan, rc.train.resume)  # refuse a wrong resume before building anything
     try: summary = run_training(plan, args.outdir, resume=rc.train.resume, run_config=rc.to_dict())
     except TrainingDiverged as e:
         print(f"stylegan-v train: error: {e}", file=sys.stderr); return 1
@@ -772,25 +1050,18 @@ def cli_main(argv: list[str] | None = None) -> int:
     return run_command(_parser(), sys.argv[1:] if argv is None else list(argv), _run_cli)
 
 # %% ../nbs/07a_train.ipynb #66bc9e85
-def template_path() -> Path:
-    "The papermill template: `nbs/runs/train.ipynb` of a source checkout."
-    path = Path(__file__).resolve().parents[1] / 'nbs' / 'runs' / 'train.ipynb'
-    if not path.is_file(): raise FileNotFoundError(f"the training notebook template {path} is missing; --notebook needs a source checkout")
-    return path
-
 def run_notebook(rc: RunConfig, outdir: str | os.PathLike) -> int:
-    "Execute the training template with papermill into `outdir/train.ipynb` (same `train` call as the CLI)."
-    import papermill, nbformat
-    outdir = Path(outdir); outdir.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.read(template_path(), as_version=4)
-    for cell in nb.cells:  # nbdev_clean drops cell tags, so the parameters cell is tagged here, by its first line
-        if cell.cell_type == 'code' and cell.source.startswith('# parameters'): cell.metadata['tags'] = ['parameters']
-    with tempfile.TemporaryDirectory() as d:
-        nbformat.write(nb, Path(d) / 'train.ipynb')
-        papermill.execute_notebook(str(Path(d) / 'train.ipynb'), str(outdir / 'train.ipynb'), kernel_name='python3',
-                                   progress_bar=False, cwd=str(outdir),
-                                   parameters={'run_config': rc.to_dict(), 'outdir': str(outdir.resolve())})
-    print(f"executed notebook: {outdir / 'train.ipynb'}")
+    "Execute `nbs/runs/train.ipynb` into `outdir/train.ipynb`: the same `train` call, paths read in the caller's folder."
+    from .notebooks import NotebookFailed, absolute_paths, run_template
+    rc = absolute_paths(dataclasses.replace(rc, outdir=str(outdir)))
+    plan = plan_from_run_config(rc, sdist.env_ranks()[1])  # config mistakes: one line before a kernel starts
+    if rc.train.resume is None: resume_point(rc.outdir, plan, None)  # an existing run is refused before its notebook is replaced
+    out = Path(outdir) / 'train.ipynb'
+    try: run_template('train', out, {'run_config': rc.to_dict(), 'outdir': rc.outdir})
+    except NotebookFailed as e:  # one line naming the cell, the error and `out`; a user's mistake is a UsageError (exit 2)
+        if isinstance(e, UsageError): raise
+        print(f"stylegan-v train: error: {e}", file=sys.stderr); return 1
+    print(f"executed notebook: {out}")
     return 0
 
 def plot_training(run_dir: str | os.PathLike, path: str | os.PathLike | None = None):
@@ -827,36 +1098,6 @@ def demo_train_config(data: str | os.PathLike, resolution: int = 32, kimg: float
         f'model.concat_res={min(16, resolution // 2)}', 'model.mbstd_group_size=4', f'train.kimg={kimg}',
         f'train.kimg_per_tick={kimg / 10}', 'train.keep_last=2', 'train.grid_videos=4', 'train.grid_frames=16'])
     return rc
-
-# %% ../nbs/07a_train.ipynb #b1a2f77f
-def clip_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch.Tensor:
-    "Clips `[N, F, C, H, W]` in [-1, 1] -> fixed features `[N, dim]`: 8x8-pooled frames and their differences, randomly projected."
-    N, F = clips.shape[:2]
-    pooled = torch.nn.functional.adaptive_avg_pool2d(clips.flatten(0, 1).float(), 8).reshape(N, F, -1)
-    x = torch.cat([pooled.flatten(1), (pooled[:, 1:] - pooled[:, :-1]).flatten(1) * 4], dim=1)
-    proj = torch.randn(x.shape[1], dim, generator=torch.Generator().manual_seed(seed)) / math.sqrt(x.shape[1])
-    return x @ proj
-
-@torch.no_grad()
-def learning_evidence(G, dataset: VideoDataset, num_clips: int = 256, seed: int = 0, batch: int = 16) -> dict:
-    "Fréchet distance (fixed clip features) real vs generated, and mean |frame change| of real and generated clips at the same times."
-    from stylegan_v.metrics.stats import frechet_distance
-    stream, device = ClipStream(dataset, seed), next(G.parameters()).device
-    real, fake = [], []
-    for start in range(0, num_clips, batch):
-        items = [stream[p] for p in range(start, min(start + batch, num_clips))]
-        frames = torch.stack([it['image'] for it in items]).float() / 127.5 - 1
-        t, c = torch.stack([it['times'] for it in items]).double(), torch.stack([it['label'] for it in items])
-        z = torch.randn(len(items), G.z_dim, generator=torch.Generator().manual_seed(counter_seed(seed, 9, start) % 2**62))
-        with torch.random.fork_rng(devices=[]):  # G draws its motion noise from the global generator: fix it, leave it as it was
-            torch.manual_seed(counter_seed(seed, 10, start))
-            out = G(z.to(device), c.to(device), t.to(device), noise_mode='const').reshape(frames.shape).cpu()
-        real.append(frames); fake.append(out.clamp(-1, 1))
-    real, fake = torch.cat(real), torch.cat(fake)
-    fr, ff = clip_features(real).double().numpy(), clip_features(fake).double().numpy()
-    stats = lambda f: (f.mean(0), np.cov(f, rowvar=False))
-    motion = lambda v: float((v[:, 1:] - v[:, :-1]).abs().mean())
-    return {'frechet': float(frechet_distance(*stats(ff), *stats(fr))), 'motion_fake': motion(fake), 'motion_real': motion(real)}
 
 # %% ../nbs/07a_train.ipynb #a97138d5
 #| eval: false
