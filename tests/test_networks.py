@@ -85,7 +85,11 @@ def test_bad_inputs_name_the_tensor_and_shape(G, D):
     with pytest.raises(ValueError, match=r'ws: expected shape \[\*, 8, 64\]'): G.synthesis(torch.randn(2, 7, 64), t=t, c=c)
     with pytest.raises(ValueError, match='motion_z: expected shape'):
         G(z, c, t, motion_z=torch.randn(2, 10, 64))
-    with pytest.raises(ValueError, match='t: expected 2 dims'): G.synthesis.motion_encoder(c, torch.zeros(6))
+    # checked once, where t enters (G, G.synthesis, G.render), not again inside the motion mapper
+    with pytest.raises(ValueError, match='t: expected 2 dims'): G.synthesis(torch.randn(2, 8, 64), t=torch.zeros(6), c=c)
+    with pytest.raises(ValueError, match='t: expected'): G.render(torch.randn(2, 8, 64), G.sample_motion(2), torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match=r'content: expected shape \[\*, 8, 64\]'): G.render(torch.randn(2, 7, 64), G.sample_motion(2), t)
+    with pytest.raises(ValueError, match='expected a resolved generator config'): type(G.synthesis.motion_encoder)({'motion': {}})
     img = torch.randn(6, 3, 32, 32)
     with pytest.raises(ValueError, match=r'img: expected shape \[6, 3, 32, 32\]'): D(img[:5], c, t)
     with pytest.raises(ValueError, match='t: expected 2 dims'): D(img, c, torch.zeros(6))

@@ -50,16 +50,15 @@ class FixedTimeEncoder(nn.Module):
     def get_dim(self) -> int: return self.fourier_coefs.shape[1] * 2
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        assert_shape(t, [None, None], 't')
         raw = self.fourier_coefs * t.reshape(-1).float().unsqueeze(1)
         return torch.cat([raw.sin(), raw.cos()], dim=1)
 
 # %% ../../nbs/02c_networks.discriminator.ipynb #2dfdca0f
 class TemporalDifferenceEncoder(nn.Module):
     "Frame times t [B, F] → Δt features [B, (F−1)·(256 + 2K)] (`'uniform'` sampling: only the first Δt)."
-    def __init__(self, cfg: typing.Mapping | None = None):
+    def __init__(self, cfg: typing.Mapping):
         super().__init__()
-        self.cfg = cfg = resolve_discriminator_cfg(cfg)
+        self.cfg = cfg  # resolved once, by Discriminator
         s = cfg['sampling']
         self.num_frames, self.sampling_type = s['num_frames_per_video'], s['type']
         if self.num_frames > 1:
@@ -73,8 +72,7 @@ class TemporalDifferenceEncoder(nn.Module):
         return per_diff if self.sampling_type == 'uniform' else per_diff * (self.num_frames - 1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        assert_shape(t, [None, self.num_frames], 't')
-        B = t.shape[0]
+        B = t.shape[0]  # t [B, num_frames], checked by Discriminator.forward
         if self.num_frames == 1: return torch.zeros(B, 1, device=t.device)
         if self.sampling_type == 'uniform':
             n_diffs, dt = 1, t[:, 1] - t[:, 0]

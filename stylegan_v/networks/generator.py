@@ -15,21 +15,21 @@ import torch.nn as nn
 from ..core import assert_shape
 from .layers import (Conv2dLayer, FullyConnectedLayer, MappingNetwork, modulated_conv2d,
                                         modulated_conv2d_per_video, to_plain)
-from .motion import GENERATOR_CFG_DEFAULTS, MotionMappingNetwork, resolve_generator_cfg
+from .motion import GENERATOR_CFG_DEFAULTS, MotionMappingNetwork, check_resolved, resolve_generator_cfg
 from ..ops import bias_act, upfirdn2d
 
 # %% auto #0
 __all__ = ['MODCONV_MODES', 'SynthesisLayer', 'ToRGBLayer', 'TemporalInput', 'GenInput', 'SynthesisBlock', 'SynthesisNetwork',
-           'Generator', 'MotionNoise', 'sample_content', 'sample_motion', 'render']
+           'synthesize', 'Generator', 'MotionNoise', 'sample_content', 'truncate', 'sample_motion', 'render']
 
 # %% ../../nbs/02b_networks.generator.ipynb #80d13ef9
 class SynthesisLayer(nn.Module):
     "Modulated 3×3 conv (+ optional ×2 upsampling and noise) → bias → activation."
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
                  up: int = 1, activation: str = 'lrelu', resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None,
-                 channels_last: bool = False, cfg: typing.Mapping | None = None):
+                 channels_last: bool = False, use_noise: bool = False):
         super().__init__()
-        self.use_noise = bool(resolve_generator_cfg(cfg)['use_noise'])
+        self.use_noise = use_noise  # the generator passes cfg.use_noise
         self.resolution, self.up, self.activation, self.conv_clamp = resolution, up, activation, conv_clamp
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(list(resample_filter)))
         self.padding = kernel_size // 2
@@ -90,7 +90,7 @@ class ToRGBLayer(nn.Module):
 # %% ../../nbs/02b_networks.generator.ipynb #181fb50e
 class TemporalInput(nn.Module):
     "Learned [1, C, 4, 4] constant concatenated with `motion_v` tiled over 4×4."
-    def __init__(self, cfg: typing.Mapping | None, channel_dim: int, motion_v_dim: int):
+    def __init__(self, channel_dim: int, motion_v_dim: int):
         super().__init__()
         self.motion_v_dim = motion_v_dim
         self.const = nn.Parameter(torch.randn(1, channel_dim, 4, 4))
@@ -105,14 +105,14 @@ class TemporalInput(nn.Module):
 
 class GenInput(nn.Module):
     "The first block's input: a learned constant (`'const'`) or constant ⊕ motion embedding (`'temporal'`)."
-    def __init__(self, cfg: typing.Mapping | None, channel_dim: int, motion_v_dim: int | None = None):
+    def __init__(self, input_type: str, channel_dim: int, motion_v_dim: int | None = None):
         super().__init__()
-        self.type = resolve_generator_cfg(cfg)['input']['type']
+        self.type = input_type  # cfg.input.type
         if self.type == 'const':
             self.input = nn.Parameter(torch.randn([channel_dim, 4, 4]))
             self.total_dim = channel_dim
         elif self.type == 'temporal':
-            self.input = TemporalInput(cfg, channel_dim, motion_v_dim=motion_v_dim)
+            self.input = TemporalInput(channel_dim, motion_v_dim=motion_v_dim)
             self.total_dim = self.input.get_dim()
         else:
             raise ValueError(f"cfg.input.type: expected 'const' or 'temporal', got {self.type!r}")
@@ -130,7 +130,7 @@ class SynthesisBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, motion_v_dim: int, resolution: int,
                  img_channels: int, is_last: bool, architecture: str = 'skip', resample_filter=(1, 3, 3, 1),
                  conv_clamp: float | None = None, use_fp16: bool = False, fp16_channels_last: bool = False,
-                 cfg: typing.Mapping | None = None, **layer_kwargs):
+                 use_noise: bool = False, input_type: str = 'temporal', **layer_kwargs):
         super().__init__()
         if architecture not in ('orig', 'skip', 'resnet'):
             raise ValueError(f"architecture: expected 'orig', 'skip' or 'resnet', got {architecture!r}")
@@ -140,9 +140,9 @@ class SynthesisBlock(nn.Module):
         self.channels_last = use_fp16 and fp16_channels_last
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(list(resample_filter)))
         self.num_conv = self.num_torgb = 0
-        common = dict(conv_clamp=conv_clamp, channels_last=self.channels_last, kernel_size=3, cfg=cfg, **layer_kwargs)
+        common = dict(conv_clamp=conv_clamp, channels_last=self.channels_last, kernel_size=3, use_noise=use_noise, **layer_kwargs)
         if in_channels == 0:
-            self.input = GenInput(cfg, out_channels, motion_v_dim=motion_v_dim)
+            self.input = GenInput(input_type, out_channels, motion_v_dim=motion_v_dim)
             conv1_in = self.input.total_dim
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
@@ -208,7 +208,7 @@ class SynthesisNetwork(nn.Module):
         super().__init__()
         if img_resolution < 4 or img_resolution & (img_resolution - 1) != 0:
             raise ValueError(f"img_resolution: expected a power of two >= 4, got {img_resolution}")
-        self.cfg = cfg = resolve_generator_cfg(cfg)
+        self.cfg = cfg = check_resolved(cfg)  # resolved once, by Generator
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.img_resolution_log2 = int(np.log2(img_resolution))
         self.block_resolutions = [2 ** i for i in range(2, self.img_resolution_log2 + 1)]
@@ -228,7 +228,8 @@ class SynthesisNetwork(nn.Module):
                 channels[res // 2] if res > 4 else 0, channels[res],
                 w_dim=w_dim + (self.motion_v_dim if self.cond_type == 'concat_w' else 0),
                 motion_v_dim=self.motion_v_dim, resolution=res, img_channels=img_channels,
-                is_last=(res == img_resolution), use_fp16=(res >= fp16_resolution), cfg=cfg, **block_kwargs)
+                is_last=(res == img_resolution), use_fp16=(res >= fp16_resolution), use_noise=cfg['use_noise'],
+                input_type=cfg['input']['type'], **block_kwargs)
             self.num_ws += block.num_conv + (block.num_torgb if res == img_resolution else 0)
             setattr(self, f'b{res}', block)
         self.modconv = 'auto'          # the default of forward(modconv=None); see `resolve_modconv`
@@ -260,14 +261,21 @@ SynthesisNetwork.resolve_modconv = _resolve_modconv
 # %% ../../nbs/02b_networks.generator.ipynb #da826da5
 def _synthesis_forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None, motion_v=None, modconv: str | None = None,
                       **block_kwargs) -> torch.Tensor:
-    "Frames [B*T, C, R, R] of videos with content `ws` [B, num_ws, w_dim] at times `t` [B, T]."
+    "Frames [B*T, C, R, R] of videos with content `ws` [B, num_ws, w_dim] at times `t` [B, T]: checks, then `synthesize`."
     assert_shape(ws, [None, self.num_ws, self.w_dim], 'ws')
-    mode = self.resolve_modconv(modconv, block_kwargs.pop('fused_modconv', None))
     assert_shape(t, ['batch', 'num_frames'], 't')
     B, T = t.shape
     if len(ws) != B: raise ValueError(f"ws: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(ws.shape)}")
     if c is None: c = torch.zeros(B, 0, device=ws.device)
     if len(c) != B: raise ValueError(f"c: expected {B} rows (one per video of t {tuple(t.shape)}), got {tuple(c.shape)}")
+    if motion_v is not None and self.motion_encoder is not None: assert_shape(motion_v, [B * T, self.motion_v_dim], 'motion_v')
+    return self.synthesize(ws, t, c, motion_z=motion_z, motion_v=motion_v, modconv=modconv, **block_kwargs)
+
+def synthesize(self: SynthesisNetwork, ws, t, c, motion_z=None, motion_v=None, modconv: str | None = None,
+               window: bool = False, **block_kwargs) -> torch.Tensor:
+    "`forward` for callers that checked the inputs (`Generator.forward`, `Generator.render`); `window`: see the motion mapper."
+    mode = self.resolve_modconv(modconv, block_kwargs.pop('fused_modconv', None))
+    B, T = t.shape
     if mode == 'per_video':  # one w per video: the blocks modulate their weights once per video
         block_kwargs.update(num_frames=T, per_video_impl=self.per_video_impl)
     else:
@@ -277,8 +285,7 @@ def _synthesis_forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None
         motion_v = None
     else:
         if motion_v is None:
-            motion_v = self.motion_encoder(c, t, motion_z=motion_z)['motion_v']
-        assert_shape(motion_v, [B * T, self.motion_v_dim], 'motion_v')
+            motion_v = self.motion_encoder(c, t, motion_z=motion_z, window=window)['motion_v']
         if self.cond_type == 'concat_w':
             ws = torch.cat([ws, motion_v.unsqueeze(1).repeat(1, self.num_ws, 1)], dim=2)
         elif self.cond_type == 'sum_w':
@@ -302,7 +309,7 @@ def _run_blocks(self: SynthesisNetwork, ws, motion_v, **block_kwargs) -> torch.T
         x, img = block(x, img, block_ws, motion_v=motion_v if self.cond_type == 'concat_const' else None, **block_kwargs)
     return img
 
-SynthesisNetwork.forward, SynthesisNetwork._run_blocks = _synthesis_forward, _run_blocks
+SynthesisNetwork.forward, SynthesisNetwork.synthesize, SynthesisNetwork._run_blocks = _synthesis_forward, synthesize, _run_blocks
 
 # %% ../../nbs/02b_networks.generator.ipynb #b24f7716
 class Generator(nn.Module):
@@ -323,19 +330,26 @@ class Generator(nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=self.z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
+    def labels_for(self, c: torch.Tensor | None, n: int, device=None) -> torch.Tensor:
+        "`c` checked as [n, c_dim]; `None` is [n, 0] for an unconditional G (a conditional one must be given labels)."
+        if c is None:
+            if self.c_dim: raise ValueError(f"c: this generator is conditional (c_dim={self.c_dim}); pass labels [B, {self.c_dim}]")
+            return torch.zeros(n, 0, device=device)
+        assert_shape(c, [None, self.c_dim], 'c')
+        if len(c) != n: raise ValueError(f"z, c and t must have the same batch size, got {n} videos and c {tuple(c.shape)}")
+        return c
+
     def _check_inputs(self, z, c, t):
         assert_shape(z, [None, self.z_dim], 'z')
         assert_shape(t, ['batch', 'num_frames'], 't')
-        if c is None: c = torch.zeros(len(z), 0, device=z.device)
-        assert_shape(c, [None, self.c_dim], 'c')
-        if not len(z) == len(c) == len(t):
-            raise ValueError(f"z, c and t must have the same batch size, got z {tuple(z.shape)}, c {tuple(c.shape)}, t {tuple(t.shape)}")
-        return c
+        if len(z) != len(t):
+            raise ValueError(f"z, c and t must have the same batch size, got z {tuple(z.shape)}, t {tuple(t.shape)}")
+        return self.labels_for(c, len(z), z.device)
 
     def forward(self, z, c, t, truncation_psi: float = 1, truncation_cutoff: int | None = None, **synthesis_kwargs):
         c = self._check_inputs(z, c, t)
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, t=t, c=c, **synthesis_kwargs)
+        return self.synthesis.synthesize(ws, t, c, **synthesis_kwargs)
 
 # %% ../../nbs/02b_networks.generator.ipynb #47b74078
 class MotionNoise:
@@ -391,9 +405,23 @@ def sample_content(self: Generator, z: torch.Tensor | int, c: torch.Tensor | Non
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         z = torch.randn(z, self.z_dim, generator=g).to(device)
     assert_shape(z, [None, self.z_dim], 'z')
-    if c is None: c = torch.zeros(len(z), self.c_dim, device=device) if self.c_dim == 0 else None
-    if c is None: raise ValueError(f"c: this generator is conditional (c_dim={self.c_dim}); pass labels [B, {self.c_dim}]")
-    return self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    c = self.labels_for(c, len(z), device)
+    return self.truncate(self.mapping(z, c), c, truncation_psi, truncation_cutoff)
+
+def truncate(self: Generator, ws: torch.Tensor, c: torch.Tensor, truncation_psi: float, truncation_cutoff: int | None = None):
+    "`ws` pulled towards the average content code: `w_avg` for an unconditional G, its class's average for a conditional one."
+    if truncation_psi == 1: return ws
+    cutoff = ws.shape[1] if truncation_cutoff is None else truncation_cutoff
+    out = ws.clone()
+    if self.c_dim == 0:
+        out[:, :cutoff] = self.mapping.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+        return out
+    z_avg = torch.randn(1000, self.z_dim, generator=torch.Generator().manual_seed(0)).to(ws.device)  # a fixed draw
+    for label in c.unique(dim=0):
+        rows = (c == label).all(dim=1)
+        w_avg = self.mapping(z_avg, label.expand(1000, -1), skip_w_avg_update=True).mean(dim=0)  # [num_ws, w_dim]
+        out[rows, :cutoff] = w_avg[:cutoff].lerp(ws[rows, :cutoff], truncation_psi)
+    return out
 
 def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, seed: int | None = None) -> MotionNoise:
     "A `MotionNoise` for `batch_size` videos, with noise drawn for times up to `t_max` (it extends itself later)."
@@ -415,14 +443,16 @@ def render(self: Generator, content: torch.Tensor, motion: MotionNoise | None, t
         if len(x) == B: return x
         if len(x) == 1: return x.expand(B, *x.shape[1:])
         raise ValueError(f"{name}: batch {len(x)} does not match batch {B} (use equal batches or a batch of 1)")
+    assert_shape(content, [None, self.num_ws, self.w_dim], 'content')
     content, t = fit(content, 'content'), fit(t, 't')
-    if c is None: c = torch.zeros(B, self.c_dim, device=device) if self.c_dim == 0 else None
-    if c is None: raise ValueError(f"c: this generator is conditional (c_dim={self.c_dim}); pass labels [B, {self.c_dim}]")
+    c = fit(self.labels_for(c, B if c is None else len(c), device), 'c')
     motion_z = None
     if self.synthesis.motion_encoder is not None:
         if motion is None: raise ValueError("motion: this generator needs a MotionNoise (see G.sample_motion)")
         motion_z = fit(motion.noise(self.synthesis.motion_encoder.num_noise_codes(t)), 'motion')
-    frames = self.synthesis(content, t=t, c=fit(c, 'c'), motion_z=motion_z, noise_mode=noise_mode, **synthesis_kwargs)
+    # checked above; window: a chunk late in a long video computes only the motion codes around its frames
+    frames = self.synthesis.synthesize(content, t, c, motion_z=motion_z, noise_mode=noise_mode, window=True, **synthesis_kwargs)
     return frames.reshape(B, t.shape[1], *frames.shape[1:])
 
-Generator.sample_content, Generator.sample_motion, Generator.render = sample_content, sample_motion, render
+Generator.sample_content, Generator.truncate = sample_content, truncate
+Generator.sample_motion, Generator.render = sample_motion, render

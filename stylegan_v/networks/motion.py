@@ -17,7 +17,7 @@ from ..core import assert_shape
 from .layers import EqLRConv1d, FullyConnectedLayer, MappingNetwork, merge_cfg
 
 # %% auto #0
-__all__ = ['GENERATOR_CFG_DEFAULTS', 'resolve_generator_cfg', 'log_spaced_frequencies', 'AlignedTimeEncoder',
+__all__ = ['GENERATOR_CFG_DEFAULTS', 'resolve_generator_cfg', 'check_resolved', 'log_spaced_frequencies', 'AlignedTimeEncoder',
            'MotionMappingNetwork']
 
 # %% ../../nbs/02a_networks.motion.ipynb #0369de32
@@ -40,6 +40,14 @@ def resolve_generator_cfg(cfg: typing.Mapping | None = None) -> dict:
         raise ValueError(f"cfg.motion.gen_strategy: expected 'conv' or 'autoregressive', got {cfg['motion']['gen_strategy']!r}")
     return cfg
 
+def check_resolved(cfg: typing.Mapping) -> typing.Mapping:
+    "`cfg` if it is a resolved generator config (what `resolve_generator_cfg` returns), else a `ValueError` saying so."
+    missing = sorted(set(GENERATOR_CFG_DEFAULTS) - set(cfg or {}))
+    if missing or cfg['time_enc'].get('min_period_len') is None:
+        raise ValueError(f"cfg: expected a resolved generator config (resolve_generator_cfg(cfg), as Generator passes "
+                         f"down), but it lacks {', '.join(missing) or 'time_enc.min_period_len'}")
+    return cfg
+
 # %% ../../nbs/02a_networks.motion.ipynb #9b27a53c
 def log_spaced_frequencies(num_freqs: int, min_period_len: float, max_period_len: float) -> torch.Tensor:
     "Angular frequencies `2π/period` with periods geometric from `max_period_len` down to `min_period_len`: [1, num_freqs]."
@@ -50,10 +58,9 @@ def log_spaced_frequencies(num_freqs: int, min_period_len: float, max_period_len
 # %% ../../nbs/02a_networks.motion.ipynb #2e81a010
 class AlignedTimeEncoder(nn.Module):
     "Motion codes at the two knots around t → time embedding `v(t)` of size `2*time_enc.dim`."
-    def __init__(self, latent_dim: int = 512, cfg: typing.Mapping | None = None):
+    def __init__(self, latent_dim: int, time_enc: typing.Mapping):
         super().__init__()
-        cfg = resolve_generator_cfg(cfg)
-        self.latent_dim, te = latent_dim, cfg['time_enc']
+        self.latent_dim, te = latent_dim, time_enc  # the resolved `time_enc` section (min_period_len filled in)
         freqs = log_spaced_frequencies(te['dim'], te['min_period_len'], te['max_period_len'])
         self.register_buffer('freqs', freqs)  # [1, dim]
         # no bias: a bias would let every video share one motion (mode collapse)
@@ -71,10 +78,7 @@ class AlignedTimeEncoder(nn.Module):
         return torch.cat([raw.sin(), raw.cos()], dim=1)
 
     def forward(self, t, motion_u_left, motion_u_right, interp_weights, t_left, t_right) -> torch.Tensor:
-        B, T, u_dim = motion_u_left.shape
-        assert_shape(t, [B, T], 't'); assert_shape(motion_u_right, [B, T, u_dim], 'motion_u_right')
-        assert_shape(interp_weights, [B, T, 1], 'interp_weights')
-        assert_shape(t_left, [B, T], 't_left'); assert_shape(t_right, [B, T], 't_right')
+        B, T, u_dim = motion_u_left.shape  # all [B, T, ...]: built together by the motion mapper, which checked t
         u_left, u_right = motion_u_left.reshape(B * T, u_dim), motion_u_right.reshape(B * T, u_dim)
         periods = self.periods_predictor(u_left).tanh() + 1
         phases = self.phase_predictor(u_left)
@@ -88,12 +92,12 @@ class AlignedTimeEncoder(nn.Module):
 # %% ../../nbs/02a_networks.motion.ipynb #7a7fb11b
 class MotionMappingNetwork(nn.Module):
     "Noise sequence → trajectory of motion codes → per-frame motion embedding `motion_v`."
-    def __init__(self, cfg: typing.Mapping | None = None):
+    def __init__(self, cfg: typing.Mapping):
         super().__init__()
-        self.cfg = cfg = resolve_generator_cfg(cfg)
+        self.cfg = cfg = check_resolved(cfg)
         m, c_dim = cfg['motion'], cfg['c_dim']
         if m['fourier']:
-            self.time_encoder = AlignedTimeEncoder(latent_dim=m['v_dim'], cfg=cfg)
+            self.time_encoder = AlignedTimeEncoder(latent_dim=m['v_dim'], time_enc=cfg['time_enc'])
         else:
             self.time_encoder = None
             self.mapping = MappingNetwork(z_dim=m['z_dim'], c_dim=c_dim, w_dim=m['v_dim'], num_ws=None, num_layers=2,
@@ -135,7 +139,8 @@ class MotionMappingNetwork(nn.Module):
             return self.rnn(x)[0]
         return self.conv(x.permute(0, 2, 1)).permute(0, 2, 1)
 
-    def generate_motion_u_codes(self, c: torch.Tensor, t: torch.Tensor, motion_z: torch.Tensor | None = None) -> dict:
+    def generate_motion_u_codes(self, c: torch.Tensor, t: torch.Tensor, motion_z: torch.Tensor | None = None,
+                                window: bool = False) -> dict:
         "Neighbouring codes `motion_u_left/right`, knot times, `interp_weights` α and the interpolated `motion_u`."
         B, T = t.shape
         d, z_dim = self.cfg['motion']['motion_z_distance'], self.cfg['motion']['z_dim']
@@ -145,8 +150,11 @@ class MotionMappingNetwork(nn.Module):
         elif motion_z.ndim != 3 or motion_z.shape[0] < B or motion_z.shape[1] < L or motion_z.shape[2] < z_dim:
             raise ValueError(f"motion_z: expected shape [{B}+, {L}+, {z_dim}+] (batch, noise codes for t up to "
                              f"{t.max().item():g}, motion.z_dim), got {tuple(motion_z.shape)}")
-        trajs = self.trajectory(motion_z[:B, :L, :z_dim].to(t.device), c)  # [B, L', dim]
-        left_idx = (t / d).floor().long()
+        k0, end = 0, L
+        if window and self.cfg['motion']['gen_strategy'] == 'conv':  # only the knots around t (see below)
+            k0, end = int(t.min().item() // d), int(t.max().item() // d) + 2 + self.num_additional_codes
+        trajs = self.trajectory(motion_z[:B, k0:end, :z_dim].to(t.device), c)  # [B, knots from k0, dim]
+        left_idx = (t / d).floor().long() - k0
         batch_idx = torch.arange(B, device=t.device).unsqueeze(1).repeat(1, T)
         out = {'motion_u_left': trajs[batch_idx, left_idx], 'motion_u_right': trajs[batch_idx, left_idx + 1]}
         out['t_left'] = t - t % d
@@ -158,12 +166,9 @@ class MotionMappingNetwork(nn.Module):
         out['motion_z'] = motion_z
         return out
 
-    def forward(self, c: torch.Tensor, t: torch.Tensor, motion_z: torch.Tensor | None = None) -> dict:
-        "c [B, c_dim], t [B, T] → {'motion_v': [B*T, get_dim()], 'motion_z': the noise used}."
-        assert_shape(t, ['batch', 'num_frames'], 't')
-        if c is None: c = torch.zeros(len(t), 0, device=t.device)
-        if len(c) != len(t): raise ValueError(f"c: expected {len(t)} rows (one per video in t), got shape {tuple(c.shape)}")
-        info = self.generate_motion_u_codes(c, t, motion_z=motion_z)
+    def forward(self, c: torch.Tensor, t: torch.Tensor, motion_z: torch.Tensor | None = None, window: bool = False) -> dict:
+        "c [B, c_dim], t [B, T] (checked where they enter: the synthesis network) → {'motion_v': [B*T, get_dim()], 'motion_z'}."
+        info = self.generate_motion_u_codes(c, t, motion_z=motion_z, window=window)
         if self.time_encoder is not None:
             motion_v = self.time_encoder(t=t, motion_u_left=info['motion_u_left'], motion_u_right=info['motion_u_right'],
                                          t_left=info['t_left'], t_right=info['t_right'], interp_weights=info['interp_weights'])
