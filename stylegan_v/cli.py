@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'info':     ('stylegan_v.cli:cli_info',                'versions, devices, cache and compiled-op status'),
     'prepare':  ('stylegan_v.data.prepare:cli_main',       'turn videos into a dataset, or write the built-in synthetic one'),
     'train':    ('stylegan_v.train:cli_main',              'train a model (single process, multi-GPU via torchrun)'),
+    'sweep':    ('stylegan_v.notebooks:cli_main',          'train a grid of runs (executed notebooks) and compare them'),
     'generate': ('stylegan_v.generate:cli_main',           'sample videos from a checkpoint'),
     'metrics':  ('stylegan_v.metrics.evaluate:cli_main',   'compute FVD / FID / KID / IS for a checkpoint or a dataset'),
     'convert':  ('stylegan_v.checkpoints:cli_convert',     "convert an original network-snapshot pickle to the safe format"),
