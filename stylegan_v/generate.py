@@ -29,10 +29,9 @@ from .data.video import VideoWriter, to_uint8
 from .data.layout import encode_frame
 
 # %% auto #0
-__all__ = ['FORMATS', 'SAMPLING_KEYS', 'parse_seeds', 'frame_times', 'seed_z', 'class_labels', 'content_codes',
-           'motion_embedding', 'VideoChunk', 'render_chunk', 'generate_videos', 'videos_array', 'video_grid',
-           'decomposition_seeds', 'FrameFolderSink', 'open_sink', 'output_name', 'write_videos', 'load_generator',
-           'regenerate_argv', 'generate', 'cli_main']
+__all__ = ['FORMATS', 'SAMPLING_KEYS', 'parse_seeds', 'frame_times', 'seed_z', 'class_labels', 'content_codes', 'VideoChunk',
+           'render_chunk', 'generate_videos', 'videos_array', 'video_grid', 'decomposition_seeds', 'FrameFolderSink',
+           'open_sink', 'output_name', 'write_videos', 'load_generator', 'regenerate_argv', 'generate', 'cli_main']
 
 # %% ../nbs/05_generate.ipynb #cfe0112d
 def parse_seeds(spec: str | int | typing.Iterable[int]) -> list[int]:
@@ -79,37 +78,10 @@ def class_labels(G, class_idx: int | None, n: int, device=None) -> torch.Tensor:
 @torch.no_grad()
 def content_codes(G, seeds: typing.Sequence[int], c: torch.Tensor, truncation_psi: float = 1,
                   truncation_cutoff: int | None = None) -> torch.Tensor:
-    "Content ws `[len(seeds), num_ws, w_dim]`, one video at a time (so a video's ws never depend on its batch)."
-    device = c.device
-    z = seed_z(seeds, G.z_dim).to(device)
-    if G.c_dim == 0 or truncation_psi == 1:
-        return torch.cat([G.mapping(z[i:i + 1], c[i:i + 1], truncation_psi=truncation_psi,
-                                    truncation_cutoff=truncation_cutoff) for i in range(len(seeds))])
+    "Content ws `[len(seeds), num_ws, w_dim]`, mapped one video at a time (a video's ws never depend on its batch), truncated by `G.truncate`."
+    z = seed_z(seeds, G.z_dim).to(c.device)
     ws = torch.cat([G.mapping(z[i:i + 1], c[i:i + 1]) for i in range(len(seeds))])
-    z_avg = torch.randn(1000, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)  # fixed draw (spec §2.7)
-    cutoff = ws.shape[1] if truncation_cutoff is None else truncation_cutoff
-    for label in c.unique(dim=0):
-        rows = (c == label).all(dim=1)
-        w_avg = G.mapping(z_avg, label.expand(1000, -1)).mean(dim=0)  # [num_ws, w_dim]
-        ws[rows, :cutoff] = w_avg[:cutoff].lerp(ws[rows, :cutoff], truncation_psi)
-    return ws
-
-# %% ../nbs/05_generate.ipynb #46cfa39c
-def motion_embedding(G, motions: typing.Sequence, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    "`motion_v [B*T, dim]` of `motions` (one per video, from `G.sample_motion(1, seed=s)`) at absolute times `t [B, T]`."
-    me = G.synthesis.motion_encoder
-    noise = torch.cat([m.noise(me.num_noise_codes(t)) for m in motions]).to(t.device)  # extends each motion if needed
-    if me.cfg['motion']['gen_strategy'] != 'conv' or me.time_encoder is None:
-        return me(c, t, motion_z=noise)['motion_v']
-    d = me.cfg['motion']['motion_z_distance']
-    k0, k1 = int(t.min().item() // d), int(t.max().item() // d) + 1  # knots of the left and right codes of the chunk
-    trajs = me.trajectory(noise[:, k0:k1 + 1 + me.num_additional_codes], c)  # codes at knots k0..k1
-    B, T = t.shape
-    left = (t / d).floor().long() - k0
-    rows = torch.arange(B, device=t.device)[:, None].expand(B, T)
-    t_left = t - t % d
-    return me.time_encoder(t=t, motion_u_left=trajs[rows, left], motion_u_right=trajs[rows, left + 1],
-                           t_left=t_left, t_right=t_left + d, interp_weights=((t % d) / d).unsqueeze(2))
+    return G.truncate(ws, c, truncation_psi, truncation_cutoff)  # the one truncation rule (networks.generator)
 
 # %% ../nbs/05_generate.ipynb #17166e24
 class VideoChunk(typing.NamedTuple):
@@ -128,17 +100,9 @@ def _check_sampling(num_frames, truncation_psi, allow_extrapolation, batch_size,
 # %% ../nbs/05_generate.ipynb #2edda0b3
 @torch.no_grad()
 def render_chunk(G, ws: torch.Tensor, motions: typing.Sequence, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    "Float frames `[B, T, C, H, W]` of contents `ws [B, ...]` moving with `motions` at times `t [B, T]`."
-    motion_v = None  # one video at a time, like the content: a video's frames never depend on its batch
-    if G.synthesis.motion_encoder is not None:
-        motion_v = torch.cat([motion_embedding(G, [m], c[i:i + 1], t[i:i + 1]) for i, m in enumerate(motions)])
-    if G.synthesis.resolve_modconv() == 'per_video':  # it convolves video by video anyway: keep the batch out of it
-        T = t.shape[1]
-        frames = torch.cat([G.synthesis(ws[i:i + 1], t=t[i:i + 1], c=c[i:i + 1], noise_mode='const',
-                                        motion_v=None if motion_v is None else motion_v[i * T:(i + 1) * T])
-                            for i in range(len(ws))])
-    else: frames = G.synthesis(ws, t=t, c=c, motion_v=motion_v, noise_mode='const')
-    return frames.reshape(*t.shape, *frames.shape[1:])
+    "Float frames `[B, T, C, H, W]` of contents `ws [B, ...]` moving with `motions` at times `t [B, T]`: `G.render`."
+    # one video at a time, like the content: a video's frames never depend on its batch
+    return torch.cat([G.render(ws[i:i + 1], motions[i], t[i:i + 1], c[i:i + 1]) for i in range(len(ws))])
 
 # %% ../nbs/05_generate.ipynb #12f3334e
 def generate_videos(G, seeds, num_frames: int, *, motion_seeds=None, truncation_psi: float = 1,
@@ -387,7 +351,8 @@ def _parser():
     p.add_argument('--seeds', help="seeds, e.g. '0-24' or '1,5,9' (one video per seed); overrides --seed/--num-videos")
     p.add_argument('--seed', type=int, default=0, help='first seed (with --num-videos)')
     p.add_argument('--motion-seeds', help="motion noise seeds, one per video, e.g. '100-103' (default: the content seeds)")
-    p.add_argument('--num-videos', type=int, default=1, help='number of videos: seeds SEED .. SEED+N-1')
+    p.add_argument('--num-videos', type=int, default=None, help='number of videos: seeds SEED .. SEED+N-1 (default: 1; '
+                   '4 with --decomposition, a 4x4 grid)')
     p.add_argument('--truncation-psi', type=float, default=1.0, help='truncation psi in [0, 1]')
     p.add_argument('--truncation-cutoff', type=int, default=None, help='truncate only the first N ws')
     p.add_argument('--allow-extrapolation', action='store_true', help='allow psi outside [0, 1]')
@@ -414,8 +379,9 @@ def _parser():
 def _run(args) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else None
     if seeds is None:
-        if args.num_videos < 1: raise UsageError(f"--num-videos: expected a positive number, got {args.num_videos}")
-        seeds = parse_seeds(f'{args.seed}-{args.seed + args.num_videos - 1}')
+        n = args.num_videos if args.num_videos is not None else 4 if args.decomposition else 1  # a 1x1 decomposition shows nothing
+        if n < 1: raise UsageError(f"--num-videos: expected a positive number, got {n}")
+        seeds = parse_seeds(f'{args.seed}-{args.seed + n - 1}')
     motion = parse_seeds(args.motion_seeds) if args.motion_seeds else None
     if motion is not None and args.decomposition:
         raise UsageError("--motion-seeds: a decomposition takes its motions from --seeds (rows share motion); drop one of them")
