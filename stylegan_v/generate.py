@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import stylegan_v
-from .core import UsageError, atomic_write_bytes, pick_device, publish_permissions, sha256_file
-from .checkpoints import CheckpointError
+from .core import UsageError, atomic_write_bytes, package_version, pick_device, publish_permissions, sha256_file
+from .checkpoints import CheckpointError, load as load_network
 from .runs import best_metric_line, best_snapshot, higher_is_better
 from .data.video import VideoWriter, to_uint8
 from .data.layout import encode_frame
@@ -248,7 +247,7 @@ def load_generator(path, device='cpu'):
     "The generator of checkpoint `path` in eval mode on `device`; anything else is a `CheckpointError`."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try: G = stylegan_v.load(path, device=device)
+    try: G = load_network(path, device=device)
     except (CheckpointError, FileNotFoundError): raise
     except Exception as e:  # truncated or corrupt files fail inside safetensors/pickle with their own exceptions
         raise CheckpointError(f"{path}: cannot load a generator from it ({type(e).__name__}: {e})") from e
@@ -334,7 +333,7 @@ def _write_sidecar(path, G, outdir, seeds, content, motion, num_frames, layout, 
                resolution=G.img_resolution, batch_size=sampling.get('batch_size', 4), chunk_frames=sampling.get('chunk_frames', 16),
                device=str(next(G.parameters()).device), seconds=round(time.time() - t0, 3),
                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-               versions={'stylegan_v': stylegan_v.__version__, 'torch': torch.__version__, 'python': platform.python_version()})
+               versions={'stylegan_v': package_version(), 'torch': torch.__version__, 'python': platform.python_version()})
     if rec['checkpoint']['path'] is not None: rec['argv'] = regenerate_argv(rec)
     atomic_write_bytes(path, (json.dumps(rec, indent=1) + '\n').encode())
     return rec
