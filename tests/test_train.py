@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,3 +236,59 @@ def test_keep_freed_memory_in_a_training_process():
     code = 'from stylegan_v.train import keep_freed_memory; print(keep_freed_memory())'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(platform.libc_ver()[0] == 'glibc')
+
+
+# --- the tour: a run remembers itself, memory that fits, raw footage, --show-config, --detector (issue 22) ---
+
+def quick_cli(data, run, *extra):
+    return ['--data', str(data), '--outdir', str(run), 'data.resolution=16', 'model.fmaps=0.0078125', 'model.channel_max=16',
+            'model.z_dim=16', 'model.w_dim=16', 'model.motion_z_dim=16', 'model.time_enc_dim=8', 'model.fp32=true',
+            'model.concat_res=8', 'data.max_num_frames=16', 'train.batch_size=4', 'train.num_workers=0',
+            'train.kimg_per_tick=0.012', 'train.grid_videos=2', 'train.grid_frames=2', 'train.progress=false',
+            'metrics.metrics=[]', *extra]
+
+
+def test_resume_latest_needs_only_the_run_folder(tmp_path, data16, capsys):
+    run = tmp_path / 'run'
+    assert cli_main(quick_cli(data16, run, 'train.kimg=0.012', 'train.r1_gamma=0.5')) == 0
+    assert cli_main(['--outdir', str(run), 'resume=latest', 'train.kimg=0.024']) == 0        # nothing else: the run's own config
+    assert [json.loads(l)['tick'] for l in (run / 'stats.jsonl').read_text().splitlines()] == [0, 1]
+    capsys.readouterr()
+    assert cli_main(['--outdir', str(run), 'resume=latest', 'train.kimg=0.036', 'train.r1_gamma=2']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'differ in r1_gamma' in err
+    assert cli_main(['--outdir', str(tmp_path / 'typo'), 'resume=latest']) == 2             # a mistyped folder: no new run
+    assert 'holds no training run' in capsys.readouterr().err and not (tmp_path / 'typo').exists()
+    for kimg in ('0.012', '0.024'):                                                         # auto: start, then continue
+        assert cli_main(quick_cli(data16, tmp_path / 'auto', 'resume=auto', f'train.kimg={kimg}')) == 0
+    assert len((tmp_path / 'auto' / 'stats.jsonl').read_text().splitlines()) == 2
+
+
+def test_a_run_that_failed_before_its_first_snapshot_does_not_block_a_retry(tmp_path, data16, capsys):
+    run = tmp_path / 'run'
+    assert cli_main(quick_cli(data16, run, 'train.kimg=0.012', 'train.memory_budget_gb=0.000001')) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'a training step on one video needs' in err and 'train.memory_budget_gb=1e-06' in err
+    assert not run.exists()                                                                 # refused before writing anything
+    run.mkdir(); (run / 'run.json').write_text('{"plan": {"batch": 64}}'); (run / 'reals.png').write_bytes(b'')  # a killed start
+    assert cli_main(quick_cli(data16, run, 'train.kimg=0.012', 'train.batch_size=8')) == 0   # other settings: fine
+    assert 'removed reals.png, run.json of a run that stopped before its first snapshot' in capsys.readouterr().out
+    assert json.loads((run / 'run.json').read_text())['plan']['batch'] == 8 and find_snapshots(run)
+
+
+def test_memory_budget_sets_the_videos_per_round(tmp_path):
+    """The loop measures a step and picks the largest round that fits the budget (tested with budgets, in a process)."""
+    data64 = default_synthetic_dataset(8, 16, 64, root=tmp_path / 'data64')
+    def train(budget, name):
+        r = subprocess.run([sys.executable, '-m', 'stylegan_v.cli', 'train', *quick_cli(data64, tmp_path / name,
+                            'data.resolution=64', 'model.fmaps=0.0625', 'model.channel_max=64', 'model.concat_res=16',
+                            'train.batch_size=8', 'train.kimg=0.024', f'train.memory_budget_gb={budget}')],
+                           capture_output=True, text=True, timeout=600, env=child_env())
+        assert r.returncode == 0, r.stderr[-2000:]
+        line = next(l for l in r.stdout.splitlines() if l.startswith('memory:'))
+        fixed, per_video = (float(x) * (2**30 if u == 'GiB' else 2**20) for x, u in re.findall(r'([\d.]+) (GiB|MiB)', line)[:2])
+        return int(re.search(r'(\d+) videos per round', line).group(1)), fixed, per_video
+    b, fixed, per_video = train(1000, 'roomy')
+    assert b == 8 and per_video > 4 * 2**20, (fixed, per_video)                            # all in one round; a real measure
+    b, _, _ = train((fixed + 2.6 * per_video) / 2**30, 'tight')
+    assert b < 8, b                                                                         # 2 fit (the two runs measure alike)
