@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -14,37 +15,51 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import Config, UsageError, seed_everything, atomic_write_bytes
+from .core import Config, UsageError, seed_everything, atomic_path, atomic_write_bytes
 from .config import ModelConfig, RunConfig, SamplingConfig
 from .cliutils import command_parser, add_outdir, add_overrides, run_command
 from .data.layout import encode_frame
 from .data.video import write_video
-from .data.synthetic import default_synthetic_dataset
+from .data.synthetic import check_style, default_synthetic_dataset
+from .data.dataset import VideoDataset
 from . import checkpoints
-from .generate import videos_array, video_grid, generate
-from .train import (RUN_FILE, Trainer, demo_train_config, find_snapshots, learning_evidence,
+from .ops.build import run_self_checks
+from .generate import decomposition_seeds, videos_array, video_grid, generate
+from .metrics.stats import frechet_distance
+from .train import (RUN_FILE, ClipStream, Trainer, counter_seed, demo_train_config, find_snapshots,
                               open_training_dataset, plan_from_run_config, plot_training, train)
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'check_demo_config', 'demo_run_config',
-           'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
+__all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif', 'native_bf16',
+           'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'clip_features', 'frame_change',
+           'edge_energy', 'LearningProbe', 'fake_clips', 'meets_targets', 'render_samples', 'render_decomposition',
+           'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
 class DemoConfig(Config):
-    "Settings of the end-to-end demo."
+    "Settings of the end-to-end demo (defaults: the route chosen by measurement, see 'Choosing the route')."
     outdir: str = 'runs_out/demo'
-    resolution: int = 16          # frame size of the data and the models
-    kimg: float = 30.0            # training length in thousands of frames (batch 8 x 3 frames: 1250 steps, ~3.5 min on 2 cores)
+    resolution: int = 32          # frame size of the data and the models
+    kimg: float = 36.0            # training length in thousands of frames (batch 8 x 3 frames: 1500 steps)
     channels: int = 32            # network width (demo_train_config's `channels`)
     batch_size: int = 8           # videos per training step (clips of 3 frames)
+    lr: float = 0.005             # Adam learning rate of G and D
+    r1_gamma: float = 0.1         # R1 weight
+    ema_kimg: float = 1.0         # G_ema half-life in thousands of videos
+    aug: str = 'noaug'            # 'noaug' or 'ada' (adaptive augmentation, for long runs)
+    dtype: str = 'auto'           # 'fp32', 'bf16' (autocast) or 'auto' (see `demo_dtype`)
+    mapping_layers: int = 2       # depth of G's mapping network
     num_videos: int = 16          # videos in the built-in dataset
     num_frames: int = 32          # frames per dataset video
+    max_shapes: int = 2           # the built-in data's style (`stylegan_v.data.synthetic.video_recipe`): at most this many shapes,
+    texture: float = 0.3          # background texture amplitude (times the default's)
+    speed: float = 1.0            # shape speed (times the default's)
     sample_videos: int = 4        # videos in the sample grid (and the decomposition is sample_videos x sample_videos)
     sample_frames: int = 48       # frames rendered per sample video (past the dataset's length on purpose)
     strip_frames: int = 8         # frames per video in the PNG frame strip
-    strip_scale: int = 4          # nearest-neighbour upscaling of the PNG strip (small frames stay visible)
-    evidence_clips: int = 256     # clips per learning measurement (0: skip it)
+    strip_scale: int = 4          # nearest-neighbour upscaling of the PNG strip and GIF (small frames stay visible)
+    evidence_clips: int = 512     # clips per learning measurement (0: skip it)
     fps: int = 12
     seed: int = 0
     checkpoint: str | None = None  # optional: an original network-snapshot pickle or one of ours, rendered too
@@ -68,14 +83,41 @@ def frame_strip(videos: np.ndarray, frames: int = 8, scale: int = 1, gap: int = 
     img = tiles.transpose(0, 2, 1, 3, 4).reshape(N * (H * scale + gap), len(idx) * (W * scale + gap), C)
     return np.ascontiguousarray(img[:-gap or None, :-gap or None])
 
+def write_gif(path: str | Path, video: np.ndarray, fps: float = 12, scale: int = 1) -> Path:
+    "uint8 video `[T, H, W, 3]` -> a looping GIF at `path` (atomically), upscaled `scale`x by nearest neighbour."
+    import PIL.Image
+    frames = [PIL.Image.fromarray(np.ascontiguousarray(f.repeat(scale, 0).repeat(scale, 1))) for f in video]
+    with atomic_path(path) as tmp:
+        # a GIF stores each frame's delay in hundredths of a second
+        frames[0].save(tmp, format='GIF', save_all=True, append_images=frames[1:], duration=10 * round(100 / fps), loop=0)
+    return Path(path)
+
 # %% ../nbs/09_demo.ipynb #9078b7ae
+def native_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX-BF16 in /proc/cpuinfo's flags)."
+    try: flags = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return any(f in flags.split() for f in ('avx512_bf16', 'amx_bf16'))
+
+def demo_dtype(dtype: str) -> str:
+    "The training dtype of the demo's `dtype` field: 'auto' is fp32 (see 'Choosing the route' for bf16)."
+    if dtype not in ('auto', 'fp32', 'bf16'): raise UsageError(f"dtype: expected auto, fp32 or bf16, got {dtype!r}")
+    return 'fp32' if dtype == 'auto' else dtype
+
 def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     "Raise a one-line `UsageError` (or `FileNotFoundError` / `CheckpointError`) for settings the demo cannot run with."
     r = cfg.resolution
     if r < 8 or r > 1024 or r & (r - 1): raise UsageError(f"resolution: expected a power of two in [8, 1024], got {r}")
-    for name in ('channels', 'num_videos', 'batch_size', 'sample_videos', 'sample_frames', 'strip_frames', 'strip_scale', 'fps'):
+    for name in ('channels', 'num_videos', 'batch_size', 'sample_videos', 'sample_frames', 'strip_frames', 'strip_scale', 'fps',
+                 'mapping_layers'):
         if getattr(cfg, name) < 1: raise UsageError(f"{name}: expected a positive integer, got {getattr(cfg, name)}")
     if not cfg.kimg > 0: raise UsageError(f"kimg: expected a positive training length (thousands of frames), got {cfg.kimg}")
+    if not cfg.lr > 0 or not cfg.ema_kimg > 0 or not cfg.r1_gamma >= 0:
+        raise UsageError(f"lr, ema_kimg: expected > 0 and r1_gamma >= 0, got {cfg.lr}, {cfg.ema_kimg}, {cfg.r1_gamma}")
+    if cfg.aug not in ('noaug', 'ada'): raise UsageError(f"aug: expected noaug or ada, got {cfg.aug!r}")
+    demo_dtype(cfg.dtype)
+    try: check_style(cfg.max_shapes, cfg.texture, cfg.speed)
+    except ValueError as e: raise UsageError(str(e)) from None
     if cfg.evidence_clips < 0: raise UsageError(f"evidence_clips: expected 0 (skip) or a positive count, got {cfg.evidence_clips}")
     if cfg.batch_size % min(4, cfg.batch_size):
         raise UsageError(f"batch_size: expected 1-4 or a multiple of 4 (D's minibatch-std groups of 4), got {cfg.batch_size}")
@@ -87,11 +129,18 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     return cfg
 
 # %% ../nbs/09_demo.ipynb #61be4389
+def demo_dataset(cfg: DemoConfig, root: str | Path) -> Path:
+    "The built-in dataset of the demo's settings, written under `root` on first use (named by its settings)."
+    return default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=root,
+                                     max_shapes=cfg.max_shapes, texture=cfg.texture, speed=cfg.speed)
+
 def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
-    "The `RunConfig` the demo trains with: `demo_train_config` plus the demo's length, batch and seed."
+    "The `RunConfig` the demo trains with: `demo_train_config` plus the demo's fields."
     rc = demo_train_config(data, resolution=cfg.resolution, kimg=cfg.kimg, channels=cfg.channels)
     return rc.override([f'train.batch_size={cfg.batch_size}', f'train.seed={cfg.seed}', f'data.fps={cfg.fps}',
-                        f'model.mbstd_group_size={min(4, cfg.batch_size)}', f'train.grid_videos={cfg.sample_videos}'])
+                        f'model.mbstd_group_size={min(4, cfg.batch_size)}', f'train.grid_videos={cfg.sample_videos}',
+                        f'train.lr={cfg.lr}', f'train.r1_gamma={cfg.r1_gamma}', f'train.ema_kimg={cfg.ema_kimg}',
+                        f'train.aug={cfg.aug}', f'train.dtype={demo_dtype(cfg.dtype)}', f'model.mapping_layers={cfg.mapping_layers}'])
 
 def _fresh_run_dir(run_dir: Path) -> Path:
     "Remove the previous demo's training run in `run_dir` (refusing a folder that holds something else)."
@@ -101,20 +150,99 @@ def _fresh_run_dir(run_dir: Path) -> Path:
         shutil.rmtree(run_dir)
     return run_dir
 
+# %% ../nbs/09_demo.ipynb #c3a1e0d2
+def clip_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch.Tensor:
+    "Clips `[N, F, C, H, W]` in [-1, 1] -> fixed features `[N, dim]`: 8x8-pooled frames and their differences, randomly projected."
+    N, F = clips.shape[:2]
+    pooled = torch.nn.functional.adaptive_avg_pool2d(clips.flatten(0, 1).float(), 8).reshape(N, F, -1)
+    x = torch.cat([pooled.flatten(1), (pooled[:, 1:] - pooled[:, :-1]).flatten(1) * 4], dim=1)
+    proj = torch.randn(x.shape[1], dim, generator=torch.Generator().manual_seed(seed)) / math.sqrt(x.shape[1])
+    return x @ proj
+
+def frame_change(clips: torch.Tensor) -> float:
+    "Mean |difference| between consecutive frames of clips `[N, F, C, H, W]`."
+    return float((clips[:, 1:] - clips[:, :-1]).abs().mean())
+
+def edge_energy(clips: torch.Tensor) -> float:
+    "Mean image-gradient magnitude (forward differences) of the frames of `[..., C, H, W]`."
+    dx, dy = clips[..., :-1, 1:] - clips[..., :-1, :-1], clips[..., 1:, :-1] - clips[..., :-1, :-1]
+    return float((dx.square() + dy.square()).sqrt().mean())
+
+# %% ../nbs/09_demo.ipynb #c3a1e0d4
+def _moments(f: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = f.double().numpy()
+    return f.mean(0), np.cov(f, rowvar=False)
+
+class LearningProbe:
+    "Fixed real clips, codes and frame times of a dataset: how close a generator's clips are to the data's (see above)."
+    def __init__(self, dataset: VideoDataset, num_clips: int = 512, seed: int = 0, batch: int = 64):
+        stream = ClipStream(dataset, seed)
+        items = [stream[p] for p in range(2 * num_clips)]
+        frames = torch.stack([it['image'] for it in items]).float() / 127.5 - 1     # [2n, F, C, H, W]
+        self.real, other = frames[:num_clips], frames[num_clips:]
+        self.times = torch.stack([it['times'] for it in items[:num_clips]]).double()
+        self.labels = torch.stack([it['label'] for it in items[:num_clips]])
+        self.seed, self.batch, self.real_moments = seed, batch, _moments(clip_features(self.real))
+        self.floor = float(frechet_distance(*_moments(clip_features(other)), *self.real_moments))
+        self.motion_real, self.edge_real = frame_change(self.real), edge_energy(self.real)
+
+# %% ../nbs/09_demo.ipynb #c3a1e0d5
+@torch.no_grad()
+def fake_clips(self: LearningProbe, G) -> torch.Tensor:
+    "G's clips (`noise_mode='const'`) at the real clips' frame times, from fixed content codes and motion noise."
+    device, out = next(G.parameters()).device, []
+    for start in range(0, len(self.real), self.batch):
+        t, c = self.times[start:start + self.batch], self.labels[start:start + self.batch]
+        z = torch.randn(len(t), G.z_dim, generator=torch.Generator().manual_seed(counter_seed(self.seed, 9, start) % 2**62))
+        with torch.random.fork_rng(devices=[]):  # G draws its motion noise from the global generator: fix it, leave it as it was
+            torch.manual_seed(counter_seed(self.seed, 10, start))
+            frames = G(z.to(device), c.to(device), t.to(device), noise_mode='const').float().cpu()
+        out.append(frames.reshape(len(t), -1, *frames.shape[1:]).clamp(-1, 1))
+    return torch.cat(out)
+
+def _probe_call(self: LearningProbe, G) -> dict:
+    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real)."
+    fake = self.fake_clips(G)
+    fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
+    mf, ef = frame_change(fake), edge_energy(fake)
+    return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
+            'motion_ratio': mf / self.motion_real, 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ef / self.edge_real}
+
+LearningProbe.fake_clips, LearningProbe.__call__ = fake_clips, _probe_call
+
+# %% ../nbs/09_demo.ipynb #c3a1e0d7
+LEARNING_TARGETS = {'frechet_over_floor': 3.0, 'motion_ratio': (0.75, 1.33), 'edge_ratio': (0.7, 1.4)}
+
+def meets_targets(ev: dict, targets: dict = LEARNING_TARGETS) -> list[str]:
+    "The learning targets a `LearningProbe` result misses (empty: all met), each as one readable line."
+    missed = []
+    if not ev['frechet'] <= targets['frechet_over_floor'] * ev['floor']:
+        missed.append(f"Fréchet distance {ev['frechet']:.3g} > {targets['frechet_over_floor']:g} x floor {ev['floor']:.3g}")
+    for key in ('motion_ratio', 'edge_ratio'):
+        lo, hi = targets[key]
+        if not lo <= ev[key] <= hi: missed.append(f"{key} {ev[key]:.3g} outside [{lo:g}, {hi:g}]")
+    return missed
+
 # %% ../nbs/09_demo.ipynb #cc10ecca
-def render_samples(G, cfg: DemoConfig, stem: Path) -> tuple[Path, Path]:
-    "Render `cfg.sample_videos` videos (seeds 0..n-1) of `cfg.sample_frames` frames: `<stem>.mp4` grid and `<stem>.png` strip."
+def render_samples(G, cfg: DemoConfig, stem: Path) -> tuple[Path, Path, Path]:
+    "Render `cfg.sample_videos` videos (seeds 0..n-1) of `cfg.sample_frames` frames: `<stem>.mp4` and `.gif` grids, `<stem>.png` strip."
     videos = videos_array(G, range(cfg.sample_videos), cfg.sample_frames)        # [N, T, H, W, 3]
-    mp4 = write_video(stem.with_suffix('.mp4'), video_grid(videos, ncols=cfg.sample_videos, pad=2), fps=cfg.fps)
+    grid = video_grid(videos, ncols=cfg.sample_videos, pad=2)
+    mp4 = write_video(stem.with_suffix('.mp4'), grid, fps=cfg.fps)
+    gif = write_gif(stem.with_suffix('.gif'), grid, fps=cfg.fps, scale=cfg.strip_scale)
     png = stem.with_suffix('.png')
     atomic_write_bytes(png, encode_frame(frame_strip(videos, cfg.strip_frames, cfg.strip_scale), 'png'))
-    return mp4, png
+    return mp4, gif, png
 
-def render_decomposition(G, cfg: DemoConfig, outdir: Path) -> Path:
-    "The n x n content/motion decomposition video of seeds 0..n-1 (`stylegan_v.generate`, layout 'decomposition')."
-    rec = generate(G, outdir, seeds=list(range(cfg.sample_videos)), num_frames=cfg.sample_frames, layout='decomposition',
+def render_decomposition(G, cfg: DemoConfig, outdir: Path) -> tuple[Path, Path]:
+    "The n x n content/motion decomposition of seeds 0..n-1 (`stylegan_v.generate`, layout 'decomposition'): mp4 and GIF."
+    seeds = list(range(cfg.sample_videos))
+    rec = generate(G, outdir, seeds=seeds, num_frames=cfg.sample_frames, layout='decomposition',
                    fps=cfg.fps, force=True, progress=False)
-    return Path(outdir) / rec['outputs'][0]
+    content, motion = decomposition_seeds(seeds)
+    grid = video_grid(videos_array(G, content, cfg.sample_frames, motion_seeds=motion), ncols=len(seeds), pad=2)
+    gif = write_gif(Path(outdir) / 'decomposition.gif', grid, fps=cfg.fps, scale=cfg.strip_scale)
+    return Path(outdir) / rec['outputs'][0], gif
 
 # %% ../nbs/09_demo.ipynb #d709ee18
 def run_demo(cfg: DemoConfig, log=print) -> dict:
@@ -122,18 +250,20 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     check_demo_config(cfg)
     out = Path(cfg.outdir); out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
+    with torch.enable_grad(): run_self_checks('cpu')  # the native kernels check themselves now, not inside the no-grad measurements
     summary, t0 = {'config': cfg.to_dict(), 'files': {}}, time.time()
     files = summary['files']
 
     # named by its settings, so a rerun with other settings never reuses stale data
-    data = default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=out / 'data')
+    data = demo_dataset(cfg, out / 'data')
     log(f"[1/6] dataset: {data} ({cfg.num_videos} videos x {cfg.num_frames} frames at {cfg.resolution}px)")
 
     rc = demo_run_config(cfg, data)
-    evidence = {}
+    evidence, probe = {}, None
     if cfg.evidence_clips:
         plan = plan_from_run_config(rc)
-        evidence['init'] = learning_evidence(Trainer(plan).G_ema, open_training_dataset(plan), num_clips=cfg.evidence_clips)
+        probe = LearningProbe(open_training_dataset(plan), num_clips=cfg.evidence_clips)
+        evidence['init'] = probe(Trainer(plan).G_ema)
     t_train = time.time()
     run = train(rc, _fresh_run_dir(out / 'train'), log=lambda *a: None)
     summary['train'] = {'seconds': round(time.time() - t_train, 1), 'steps': run['steps'], 'kimg': run['kimg'],
@@ -143,10 +273,13 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     nets = checkpoints.load_checkpoint(find_snapshots(out / 'train')[-1], ['G_ema', 'D'])
     G, D = nets['G_ema'].eval(), nets['D'].eval()
     if cfg.evidence_clips:
-        evidence['trained'] = learning_evidence(G, open_training_dataset(plan), num_clips=cfg.evidence_clips)
+        evidence['trained'] = probe(G)
         i, e = evidence['init'], evidence['trained']
-        log(f"[3/6] learned: Fréchet distance to real clips {i['frechet']:.1f} -> {e['frechet']:.1f}; mean |frame change| "
-            f"fake {i['motion_fake']:.3f} -> {e['motion_fake']:.3f} (real {e['motion_real']:.3f})")
+        log(f"[3/6] learned: Fréchet distance to real clips {i['frechet']:.2f} -> {e['frechet']:.2f} (floor, real vs real: "
+            f"{e['floor']:.2f}); |frame change| fake/real {i['motion_ratio']:.2f} -> {e['motion_ratio']:.2f}; edge energy "
+            f"fake/real {i['edge_ratio']:.2f} -> {e['edge_ratio']:.2f}")
+        missed = meets_targets(e)
+        log(f"      learning targets: {'all met' if not missed else 'missed: ' + '; '.join(missed)}")
     else: log("[3/6] learning measurement skipped (evidence_clips=0)")
     summary['evidence'] = evidence
 
@@ -159,17 +292,19 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     files['checkpoint'] = str(ckpt)
     log(f"[4/6] checkpoint (trained G_ema + D): {ckpt} ({ckpt.stat().st_size/1e6:.1f} MB), reload bit-exact")
 
-    files['samples_mp4'], files['samples_png'] = map(str, render_samples(G, cfg, out / 'samples'))
-    files['decomposition_mp4'] = str(render_decomposition(G, cfg, out / 'decomposition'))
+    files['samples_mp4'], files['samples_gif'], files['samples_png'] = map(str, render_samples(G, cfg, out / 'samples'))
+    files['decomposition_mp4'], files['decomposition_gif'] = map(str, render_decomposition(G, cfg, out / 'decomposition'))
     files['loss_plot'] = str(out / 'losses.png')
     plot_training(out / 'train', files['loss_plot'])
     import matplotlib.pyplot as plt; plt.close('all')
-    log(f"[5/6] samples ({cfg.sample_videos} videos x {cfg.sample_frames} frames): {files['samples_mp4']} and {files['samples_png']}")
-    log(f"      content/motion decomposition (rows share motion, columns content): {files['decomposition_mp4']}")
+    log(f"[5/6] samples ({cfg.sample_videos} videos x {cfg.sample_frames} frames): {files['samples_mp4']}, {files['samples_gif']} "
+        f"and {files['samples_png']}")
+    log(f"      content/motion decomposition (rows share motion, columns content): {files['decomposition_mp4']} and "
+        f"{files['decomposition_gif']}")
     log(f"      loss plot: {files['loss_plot']}")
     if cfg.checkpoint:
         G_ckpt = checkpoints.load(cfg.checkpoint).eval()
-        files['checkpoint_mp4'], files['checkpoint_png'] = map(str, render_samples(G_ckpt, cfg, out / 'sample_checkpoint'))
+        files['checkpoint_mp4'], files['checkpoint_gif'], files['checkpoint_png'] = map(str, render_samples(G_ckpt, cfg, out / 'sample_checkpoint'))
         log(f"[6/6] {cfg.checkpoint} ({type(G_ckpt).__name__}, {G_ckpt.img_resolution}px): {files['checkpoint_mp4']}")
     else:
         log("[6/6] no checkpoint given (--checkpoint PATH renders an original pickle or one of ours)")
