@@ -189,11 +189,10 @@ def open_sweep(sweep_dir: str | os.PathLike, state: dict) -> dict:
 
 # %% ../nbs/06d_notebooks.ipynb #6118ae1b
 def run_config_of(state: dict, run: dict, sweep_dir: str | os.PathLike) -> RunConfig:
-    "The `RunConfig` of one run of the sweep: base + overrides, its folder, and where to resume (None: start)."
+    "The `RunConfig` of one run of the sweep: base + overrides, its folder, and `resume=auto` (continue or start)."
     rc = absolute_paths(RunConfig.from_dict(state["base"]).override(run["overrides"]))
     run_dir = Path(sweep_dir).resolve() / run['name']
-    resume = 'latest' if run_dir.is_dir() and find_snapshots(run_dir) else None
-    return dataclasses.replace(rc, outdir=str(run_dir), train=dataclasses.replace(rc.train, resume=resume))
+    return dataclasses.replace(rc, outdir=str(run_dir), train=dataclasses.replace(rc.train, resume='auto'))
 
 def run_sweep(state: dict, sweep_dir: str | os.PathLike, log: typing.Callable = print) -> Path:
     "Train each run not yet done (an executed notebook each, in turn), then execute the summary; return its path."
@@ -201,7 +200,8 @@ def run_sweep(state: dict, sweep_dir: str | os.PathLike, log: typing.Callable = 
     for i, run in enumerate(state['runs'], 1):
         if run['done']: log(f"[{i}/{n}] {run['name']}: finished before, kept"); continue
         rc = run_config_of(state, run, sweep_dir)
-        log(f"[{i}/{n}] {run['name']}: {'resuming' if rc.train.resume else 'training'} ({' '.join(run['overrides']) or 'base config'})")
+        resuming = Path(rc.outdir).is_dir() and find_snapshots(rc.outdir)
+        log(f"[{i}/{n}] {run['name']}: {'resuming' if resuming else 'training'} ({' '.join(run['overrides']) or 'base config'})")
         run_template('train', sweep_dir / run['name'] / 'train.ipynb', {'run_config': rc.to_dict(), 'outdir': rc.outdir})
         run['done'] = True; save_sweep(sweep_dir, state)
     return run_template('sweep_summary', sweep_dir / 'summary.ipynb', {'sweep_dir': str(sweep_dir.resolve()), 'metric': state['metric']})

@@ -1055,7 +1055,7 @@ def run_notebook(rc: RunConfig, outdir: str | os.PathLike) -> int:
     from .notebooks import NotebookFailed, absolute_paths, run_template
     rc = absolute_paths(dataclasses.replace(rc, outdir=str(outdir)))
     plan = plan_from_run_config(rc, sdist.env_ranks()[1])  # config mistakes: one line before a kernel starts
-    if rc.train.resume is None: resume_point(rc.outdir, plan, None)  # an existing run is refused before its notebook is replaced
+    resume_point(rc.outdir, plan, rc.train.resume)  # as the plain command: a wrong resume is refused before the notebook is replaced
     out = Path(outdir) / 'train.ipynb'
     try: run_template('train', out, {'run_config': rc.to_dict(), 'outdir': rc.outdir})
     except NotebookFailed as e:  # one line naming the cell, the error and `out`; a user's mistake is a UsageError (exit 2)
