@@ -292,3 +292,41 @@ def test_memory_budget_sets_the_videos_per_round(tmp_path):
     assert b == 8 and per_video > 4 * 2**20, (fixed, per_video)                            # all in one round; a real measure
     b, _, _ = train((fixed + 2.6 * per_video) / 2**30, 'tight')
     assert b < 8, b                                                                         # 2 fit (the two runs measure alike)
+
+
+def write_mp4(path, height, width, frames=12, seed=0):
+    "A real H.264 video of moving noise (PyAV)."
+    import av, numpy as np
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (height, width + frames, 3), dtype=np.uint8)
+    with av.open(str(path), 'w') as f:
+        s = f.add_stream('libx264', rate=10); s.height, s.width, s.pix_fmt = height, width, 'yuv420p'
+        for k in range(frames): f.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, k:k + width]), format='rgb24')))
+        f.mux(s.encode())
+
+
+def test_a_folder_of_videos_of_three_sizes_trains_at_the_given_resolution(tmp_path, capsys):
+    videos = tmp_path / 'footage'; videos.mkdir()
+    for name, (h, w) in {'wide': (24, 40), 'tall': (40, 24), 'square': (32, 32)}.items(): write_mp4(videos / f'{name}.mp4', h, w)
+    assert cli_main(quick_cli(videos, tmp_path / 'run', 'train.kimg=0.012', 'data.max_num_frames=12')) == 0
+    snap = find_snapshots(tmp_path / 'run')[-1]
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['plan']['G_kwargs']['img_resolution'] == 16 and snap
+
+
+def test_show_config_prints_every_field_with_its_comment(capsys):
+    assert cli_main(['--show-config', '--preset', 'ffs', 'data.resolution=64', 'train.batch_size=16']) == 0
+    out = capsys.readouterr().out
+    import yaml
+    cfg = yaml.safe_load(out)
+    assert (cfg['data']['resolution'], cfg['train']['batch_size'], cfg['train']['r1_gamma']) == (64, 16, 0.0002 * 64 ** 2 / 16)
+    assert '# videos per step, over all GPUs' in out and 'memory_budget_gb: null' in out       # resolved, commented
+    assert cli_main(['--help']) == 0 and '--show-config' in capsys.readouterr().out
+
+
+def test_detector_option_means_the_same_as_in_metrics(tmp_path, data16, capsys):
+    missing = tmp_path / 'no_i3d.pt'
+    assert cli_main(quick_cli(data16, tmp_path / 'run', 'metrics.metrics=[fvd64_16f]', '--detector', f'i3d={missing}')) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and f'detector i3d (argument): {missing} does not exist' in err and '--detector i3d=PATH' in err
+    assert cli_main(quick_cli(data16, tmp_path / 'run', '--detector', 'i3d')) == 2
+    assert 'expected NAME=PATH' in capsys.readouterr().err and not (tmp_path / 'run').exists()
