@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARTS = [
     ('kernels', 150, 'kernel build, CUDA vs reference vs CPU native'),
     ('networks', 60, 'G and D on the GPU vs the CPU, the original pickle on the GPU'),
-    ('train_fp32', 60, 'one training iteration (256 px; --quick: toy sizes), fp32'),
+    ('train_fp32', 90, 'one training iteration (256 px; --quick: toy sizes), fp32; writes the 256 px dataset first'),
     ('train_fp16', 60, 'one training iteration, fp16 top layers (num_fp16_res=4, conv_clamp=256): the default'),
     ('train_bf16', 60, 'one training iteration, bf16 autocast'),
     ('train_channels_last', 60, 'one training iteration, fp16 top layers + channels_last'),
@@ -299,7 +299,7 @@ def part_train(p: Part, device, sz: dict, work: Path):
 # ----------------------------------------------------------------------------------------------------- part: torchrun
 def part_torchrun(p: Part, device, sz: dict, work: Path):
     import torch
-    from stylegan_v.train import find_snapshots
+    from stylegan_v.train import find_snapshots, snapshot_name
     res = sz['torchrun_res']
     data = _dataset(work, res)
     rc = _run_config(data, sz, res, device, workers=2)  # the real loop reads its data every step
@@ -323,14 +323,14 @@ def part_torchrun(p: Part, device, sz: dict, work: Path):
         t0, log = time.perf_counter(), work / f'torchrun_{i + 1}.log'
         with open(log, 'w') as fh: rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
         text = log.read_text()
-        runs.append(dict(cmd=' '.join(cmd[3:]), rc=rc, seconds=round(time.perf_counter() - t0, 1), tail=text[-1500:]))
+        runs.append(dict(cmd=' '.join(['torchrun', *cmd[1:4], 'stylegan-v', *cmd[5:]]), rc=rc, seconds=round(time.perf_counter() - t0, 1), tail=text[-1500:]))
         p.check(f"run {i + 1} ({'fresh' if not extra else 'resume=latest'}) exits 0", rc, 0, ok=rc == 0)
         if rc != 0: break
         if extra: p.check("run 2 resumes from run 1's snapshot", 0, 0, ok='resuming from network-snapshot-' in text)
     p.numbers['runs'] = runs
     snaps = [s.name for s in find_snapshots(outdir)]
     p.numbers['snapshots'] = snaps
-    want = f'network-snapshot-{4 * frames_per_step / 1000:.3f}.safetensors'
+    want = snapshot_name(4 * frames_per_step)
     p.check(f'the resumed run ends at {want}', 0, 0, ok=want in snaps)
 
 
