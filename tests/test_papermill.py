@@ -1,6 +1,7 @@
 """The papermill templates (nbs/runs/) take their parameters through the `papermill` command line, refuse unknown
 ones, and `stylegan-v train --notebook` reads paths in the caller's folder and fails in one line; all from a folder
 other than the repository, with relative paths, at toy sizes."""
+import hashlib
 import json
 import os
 import shutil
@@ -12,8 +13,8 @@ import pytest
 import yaml
 from papermill.translators import PythonTranslator
 
-from conftest import need_shared
 from stylegan_v.data.synthetic import default_synthetic_dataset
+from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
 from stylegan_v.notebooks import assigned_names
 from stylegan_v.train import demo_train_config
 
@@ -70,16 +71,18 @@ def test_train_template_takes_its_parameters(workdir):
 
 
 def test_evaluate_template_takes_its_parameters(tmp_path):
-    set1 = need_shared('metric-parity', 'set1', env='STYLEGAN_V_METRIC_PARITY')
-    expected = json.loads((set1 / 'expected.json').read_text())['fid50k_full']
-    rel = lambda p: os.path.relpath(p, tmp_path)
-    res = run(['papermill', rel(REPO / 'nbs/runs/evaluate.ipynb'), 'eval.ipynb', '-k', 'python3', '-p', 'metrics', 'fid50k_full',
-               '-p', 'real', rel(set1 / 'real.zip'), '-p', 'fake', rel(set1 / 'fake.zip'), '-p', 'out', 'results.jsonl',
-               '-y', f'detectors: {{inception: {rel(set1 / "inception_tiny.pt")}}}', '-p', 'cache', 'False'], tmp_path)
+    "A small FVD between two synthetic sets with a stand-in I3D: every value differs from the template's defaults."
+    default_synthetic_dataset(8, 8, 16, seed=0, root=tmp_path / 'made').rename(tmp_path / 'real.zip')
+    default_synthetic_dataset(8, 8, 16, seed=1, root=tmp_path / 'made').rename(tmp_path / 'fake.zip')
+    i3d = save_standin(StandInVideoDetector(), tmp_path / 'i3d.pt')
+    res = run(['papermill', os.path.relpath(REPO / 'nbs/runs/evaluate.ipynb', tmp_path), 'eval.ipynb', '-k', 'python3',
+               '-p', 'metrics', 'fvd8_4f', '-p', 'real', 'real.zip', '-p', 'fake', 'fake.zip', '-y', 'detectors: {i3d: i3d.pt}',
+               '-p', 'out', 'results.jsonl', '-p', 'cache', 'False', '-p', 'num_workers', '0', '-p', 'resolution', '16'], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    results = [json.loads(l) for l in (tmp_path / 'results.jsonl').read_text().splitlines()]
-    assert [r['metric'] for r in results] == ['fid50k_full']          # not the template's default (fvd2048_16f)
-    assert results[0]['value'] == pytest.approx(expected, rel=1e-4)
+    (r,) = [json.loads(l) for l in (tmp_path / 'results.jsonl').read_text().splitlines()]
+    assert r['metric'] == 'fvd8_4f' and r['value'] > 0, r
+    assert (r['protocol']['num_real'], r['protocol']['num_fake']) == (8, 8), r['protocol']
+    assert r['protocol']['detector']['sha256'] == hashlib.sha256(i3d.read_bytes()).hexdigest()
 
 
 def test_train_notebook_reads_relative_paths_and_fails_in_one_line(workdir):
