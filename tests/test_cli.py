@@ -90,13 +90,19 @@ def test_help_shows_defaults(capsys):
 
 
 def test_ctrl_c_prints_interrupted_exit_130(tmp_path):
-    proc = subprocess.Popen(CMD + ['demo', '-o', str(tmp_path / 'run'), 'resolution=16', 'num_videos=4', 'kimg=0.1'],
+    "Ctrl-C while the demo trains: the step in progress ends, a snapshot of it is written, `interrupted`, exit 130."
+    from stylegan_v.checkpoints import read_checkpoint
+    from stylegan_v.runs import latest_snapshot, load_stats
+    proc = subprocess.Popen(CMD + ['demo', '-o', str(tmp_path / 'run'), 'resolution=16', 'num_videos=4', 'kimg=5'],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, 'STYLEGAN_V_DEBUG': ''})
-    deadline = time.time() + 90
-    while not (tmp_path / 'run').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.1)
+    train_dir, deadline = tmp_path / 'run' / 'train', time.time() + 300   # a loaded machine may take minutes to get there
+    while not (train_dir / 'stats.jsonl').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=240)             # one step and one snapshot, however slow the machine
     if proc.returncode == 0: pytest.skip('the demo finished before the interrupt arrived')
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == 'interrupted', (proc.returncode, err)
     assert not list((tmp_path / 'run').rglob('.*.partial')), 'atomic writes leave no temporaries behind'
+    newest = latest_snapshot(train_dir)
+    assert read_checkpoint(newest)[0]['metadata']['counters']['batch_idx'] >= max(s['step'] for s in load_stats(train_dir))
