@@ -114,6 +114,14 @@ def _peak_gb(device):
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == 'cuda' else None
 
 
+def _load_file(name: str, path: Path):
+    "Import the Python file `path` as module `name` (bench/ and tests/ are folders, not packages)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
 # ------------------------------------------------------------------------------------------------------ part: kernels
 def part_kernels(p: Part, device, sz: dict, work: Path):
     import torch
@@ -178,8 +186,9 @@ def part_kernels(p: Part, device, sz: dict, work: Path):
 # ----------------------------------------------------------------------------------------------------- part: networks
 def part_networks(p: Part, device, sz: dict, work: Path):
     import torch
-    sys.path.insert(0, str(REPO))
-    from tests.test_networks_parity import CODE_TOL, FRAME_TOL, _ctor  # the parity tests' own tolerances
+    parity = _load_file('test_networks_parity', REPO / 'tests' / 'test_networks_parity.py')
+    CODE_TOL, FRAME_TOL, _ctor = parity.CODE_TOL, parity.FRAME_TOL, parity._ctor  # the parity tests' own tolerances
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     from stylegan_v.core import SharedDataMissing, in_ci, locate_shared
     from stylegan_v.legacy import load_network_pkl
     from stylegan_v.networks.discriminator import Discriminator
@@ -224,7 +233,7 @@ def part_networks(p: Part, device, sz: dict, work: Path):
     snap = load_network_pkl(d / 'fixture.pkl', device=device)
     G = snap['G_ema']
     p.check('the original pickle loads onto the GPU (G_ema parameters on the device)', 0, 0,
-            ok=all(t.device.type == 'cuda' for t in G.parameters()))
+            ok=all(t.device.type == device.type for t in G.parameters()))
     with torch.no_grad():
         frames = G(*(I[k].to(device) for k in ('z', 'c', 't')), motion_z=I['motion_z'].to(device), noise_mode='const').cpu()
     close("frames of the pickle's G_ema on the GPU vs the original", frames, O['frames_psi1'], FRAME_TOL)
@@ -336,10 +345,7 @@ def part_torchrun(p: Part, device, sz: dict, work: Path):
 
 # ---------------------------------------------------------------------------------------------------------- part: fvd
 def _bench_i3d():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('bench_metrics', REPO / 'bench' / 'metrics.py')
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod.BenchI3D()
+    return _load_file('bench_metrics', REPO / 'bench' / 'metrics.py').BenchI3D()
 
 
 def part_fvd(p: Part, device, sz: dict, work: Path):
