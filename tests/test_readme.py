@@ -124,3 +124,20 @@ def test_the_tour_runs_in_order_on_a_cpu_offline(tmp_path):
     r = subprocess.run([sys.executable, 'snippet.py'], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]                     # the explorer's thread ends cleanly too
     print('skipped:', '; '.join(skipped))
+
+
+def test_decomposition_without_seeds_is_a_real_grid(tmp_path):
+    """The tour's `generate --decomposition` (no seeds given): a 4x4 grid, not the 1x1 that --num-videos's 1 gave."""
+    import json
+    from stylegan_v.checkpoints import save_checkpoint
+    from stylegan_v.generate import cli_main
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import tiny_generator
+    ckpt = save_checkpoint(tmp_path / 'g.safetensors', {'G_ema': tiny_generator(16)})
+    assert cli_main(['--network', str(ckpt), '--outdir', str(tmp_path / 'out'), '--decomposition', '--video-len', '2',
+                     '--no-progress']) == 0
+    rec = json.loads((tmp_path / 'out' / 'decomposition.json').read_text())
+    assert rec['seeds'] == [0, 1, 2, 3], rec['seeds']
+    import av
+    with av.open(str(tmp_path / 'out' / rec['outputs'][0])) as f:
+        assert next(f.decode(video=0)).to_ndarray(format='rgb24').shape[:2] == (4 * 16, 4 * 16)
