@@ -234,8 +234,8 @@ def _parser():
     p.add_argument('--preset', metavar='NAME', help='dataset preset of the base config (ffs, sky_timelapse, ...)')
     p.add_argument('--config', metavar='YAML', help='the base RunConfig file (YAML or JSON)')
     p.add_argument('--zip', action='store_true', help='pair the i-th values of each list instead of taking every combination')
-    p.add_argument('--metric', default='', help="what the summary compares: a snapshot metric (fvd2048_16f) or a stats.jsonl "
-                                                "key (Loss/G/loss); '' = the runs' first logged metric, else Loss/G/loss")
+    p.add_argument('--metric', help="what the summary compares: a snapshot metric (fvd2048_16f) or a stats.jsonl key "
+                                    "(Loss/G/loss); unset: the runs' first logged metric, else Loss/G/loss")
     p.add_argument('--slurm', action='store_true', help='write SWEEP/sbatch.sh (one sbatch tools/slurm/train.sbatch line per run) instead of training here')
     add_overrides(p, help='RunConfig fields, one value for every run or comma-separated values: train.lr=0.001,0.0025')
     return p
@@ -247,7 +247,7 @@ def _run_cli(args) -> int:
     if args.data: base = dataclasses.replace(base, data=dataclasses.replace(base.data, path=args.data))
     if not base.data.path: raise UsageError("no training data: expected --data PATH (a dataset folder, zip or folder of videos)")
     if not Path(base.data.path).exists(): raise FileNotFoundError(f"data {base.data.path}: no such file or folder; expected a dataset made by `stylegan-v prepare`")
-    state = open_sweep(args.outdir, new_sweep(absolute_paths(base), sweep_runs(args.overrides, args.zip), args.metric))
+    state = open_sweep(args.outdir, new_sweep(absolute_paths(base), sweep_runs(args.overrides, args.zip), args.metric or ''))
     if args.slurm:
         lines = sbatch_commands(state, args.outdir)
         atomic_write_bytes(Path(args.outdir) / 'sbatch.sh', ('#!/bin/bash\nset -e\n' + '\n'.join(lines) + '\n').encode())
