@@ -44,17 +44,18 @@ from .metrics.detectors import parse_detector_overrides
 
 # %% auto #0
 __all__ = ['MAX_DECODE_SKIPS', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'LOADER_TIMEOUT_S',
-           'UNFINISHED_FILES', 'EXIT_PREEMPTED', 'STOP_SIGNALS', 'TRAIN_EPILOG', 'counter_seed', 'seed_from_counters',
-           'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'resolve_spec', 'apply_precision', 'TrainPlan',
-           'TrainingDiverged', 'Trainer', 'open_training_dataset', 'default_modconv', 'fp32_forward', 'make_augment',
-           'available_memory', 'reset_peak_memory', 'peak_memory', 'fit_batch_gpu', 'measure_step', 'choose_batch_gpu',
-           'next_rounds', 'train_step', 'clip_loader', 'loader_worker_init', 'training_record', 'save_snapshot',
-           'snapshot_bytes', 'load_snapshot', 'pending_by_rank', 'tiny_model_kwargs', 'snapshot_grid', 'write_grid',
-           'check_resume_compatible', 'holds_run', 'no_run_error', 'clear_unfinished', 'resume_point', 'RunLog',
-           'tick_stats', 'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals', 'evaluate_snapshot',
-           'check_metrics', 'take_snapshot', 'stop_snapshot', 'TrainingStopped', 'StopSignals', 'agreed_stop',
-           'run_training', 'apply_cfg_spec', 'plan_from_run_config', 'train', 'run_overrides', 'stored_run_config',
-           'config_from_args', 'keep_freed_memory', 'cli_main', 'run_notebook', 'plot_training', 'demo_train_config']
+           'UNFINISHED_FILES', 'EXIT_PREEMPTED', 'STOP_SIGNALS', 'RANGES', 'TRAIN_EPILOG', 'counter_seed',
+           'seed_from_counters', 'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'resolve_spec',
+           'apply_precision', 'TrainPlan', 'TrainingDiverged', 'Trainer', 'open_training_dataset', 'default_modconv',
+           'fp32_forward', 'make_augment', 'available_memory', 'reset_peak_memory', 'peak_memory', 'fit_batch_gpu',
+           'measure_step', 'choose_batch_gpu', 'next_rounds', 'train_step', 'clip_loader', 'loader_worker_init',
+           'training_record', 'save_snapshot', 'snapshot_bytes', 'load_snapshot', 'pending_by_rank',
+           'tiny_model_kwargs', 'snapshot_grid', 'write_grid', 'check_resume_compatible', 'holds_run', 'no_run_error',
+           'clear_unfinished', 'resume_point', 'RunLog', 'tick_stats', 'best_by_metric', 'prune_snapshots',
+           'grid_labels', 'write_reals', 'evaluate_snapshot', 'check_metrics', 'take_snapshot', 'stop_snapshot',
+           'TrainingStopped', 'StopSignals', 'agreed_stop', 'run_training', 'apply_cfg_spec', 'check_ranges',
+           'plan_from_run_config', 'train', 'run_overrides', 'stored_run_config', 'config_from_args',
+           'keep_freed_memory', 'cli_main', 'run_notebook', 'plot_training', 'demo_train_config']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
 def counter_seed(*key: int) -> int:
@@ -909,6 +910,10 @@ def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | Non
                 ctr.update(next_ctr)
                 tick_t0, data_wait = time.time(), 0.0
             if not done and (name := agreed_stop(trainer.env, trainer.device, stop)): _stop(trainer, run_dir, name, snap_nimg, log)
+        stop.armed = False  # from here on a signal acts at once; a Ctrl-C during the last step still stops the caller
+        if stop.received == 'SIGINT':
+            if main: log(f"stopped by SIGINT during the last step: the run is complete ({last_snap.name if last_snap else 'no snapshot'})")
+            raise KeyboardInterrupt
     except TrainingDiverged as e:
         snaps = find_snapshots(run_dir) if main else []
         raise TrainingDiverged(f"{e}; the last good snapshot is {snaps[-1] if snaps else 'none (no snapshot was written yet)'}") from None
@@ -937,10 +942,29 @@ def apply_cfg_spec(rc: RunConfig, cfg: str, num_gpus: int = 1) -> RunConfig:
     return dataclasses.replace(rc, model=model, train=train).resolved()
 
 # %% ../nbs/07a_train.ipynb #5b321b16
+RANGES = {  # key: (test, what it must be); checked when a run's config is resolved, before any folder is made
+    'train.kimg': (lambda v: v > 0, '> 0'), 'train.kimg_per_tick': (lambda v: v > 0, '> 0'), 'train.snap': (lambda v: v >= 1, '>= 1'),
+    'train.batch_size': (lambda v: v >= 1, '>= 1'), 'train.batch_gpu': (lambda v: v is None or v >= 1, '>= 1 or null'),
+    'train.memory_budget_gb': (lambda v: v is None or v > 0, '> 0 or null'), 'train.lr': (lambda v: v is None or v > 0, '> 0'),
+    'train.r1_gamma': (lambda v: v is None or v >= 0, '>= 0'), 'train.ema_kimg': (lambda v: v is None or v >= 0, '>= 0'),
+    'train.keep_last': (lambda v: v >= 0, '>= 0'), 'train.num_workers': (lambda v: v >= 0, '>= 0'),
+    'train.grid_videos': (lambda v: v >= 1, '>= 1'), 'train.grid_frames': (lambda v: v >= 1, '>= 1')}
+
+def check_ranges(rc: RunConfig) -> None:
+    "One `ConfigError` naming every setting out of its range, and a `model.concat_res` that D cannot use at this resolution."
+    value = lambda key: getattr(getattr(rc, key.split('.')[0]), key.split('.')[1])
+    bad = [f"{k}={value(k)} (expected {what})" for k, (ok, what) in RANGES.items() if not ok(value(k))]
+    res, cr = rc.data.resolution, rc.model.concat_res
+    joins = [2 ** i for i in range(int(math.log2(res)) - 1, 2, -1)]  # D joins the frames at the input of one of its blocks
+    if rc.sampling.num_frames_per_video > 1 and cr not in joins:
+        bad.append(f"model.concat_res={cr} with data.resolution={res} (expected one of {joins or 'none: resolution >= 16 is needed'})")
+    if bad: raise ConfigError(f"settings out of range: {'; '.join(bad)}")
+
 def plan_from_run_config(rc: RunConfig, num_gpus: int = 1) -> TrainPlan:
     "The resolved `TrainPlan` of a `RunConfig` for a job of `num_gpus` processes."
     if not rc.data.path: raise ConfigError("no training data: pass --data PATH (or data.path=PATH)")
     rc = apply_cfg_spec(rc, rc.train.cfg, num_gpus)
+    check_ranges(rc)
     t, m = rc.train, rc.metrics
     dtype = t.dtype or ('fp32' if rc.model.fp32 else 'fp16')
     G_kwargs, D_kwargs = rc.generator_kwargs(), rc.discriminator_kwargs()

@@ -330,3 +330,12 @@ def test_detector_option_means_the_same_as_in_metrics(tmp_path, data16, capsys):
     assert err.count('\n') == 1 and f'detector i3d (argument): {missing} does not exist' in err and '--detector i3d=PATH' in err
     assert cli_main(quick_cli(data16, tmp_path / 'run', '--detector', 'i3d')) == 2
     assert 'expected NAME=PATH' in capsys.readouterr().err and not (tmp_path / 'run').exists()
+
+
+def test_out_of_range_settings_are_refused_before_any_folder(tmp_path, data16, capsys):
+    assert cli_main(['--data', str(data16), '--outdir', str(tmp_path / 'run'), 'data.resolution=16', 'train.kimg=-1',
+                     'train.snap=0', 'metrics.metrics=[]']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'train.kimg=-1.0 (expected > 0); train.snap=0 (expected >= 1); model.concat_res=16 with ' \
+                                    'data.resolution=16 (expected one of [8])' in err
+    assert not (tmp_path / 'run').exists()
