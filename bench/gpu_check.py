@@ -265,6 +265,8 @@ def part_train(p: Part, device, sz: dict, work: Path):
     dtype, channels_last, compile_ = TRAIN_VARIANTS[p.name]
     if dtype == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         p.skip('bf16', f'{torch.cuda.get_device_name(device)} has no bfloat16 support'); return
+    if dtype == 'fp16' and device.type == 'cpu':  # not a skip of the part: it runs, with conv_clamp, in fp32
+        p.skip('fp16 arithmetic', 'the top layers compute in fp16 on CUDA only (as in the original); on a CPU in fp32')
     if compile_ and device.type == 'cpu':
         p.skip('torch.compile', 'compiling G takes minutes on a CPU; run on a GPU (or without --quick)'); return
     data = _dataset(work, sz['res'])
@@ -465,7 +467,8 @@ def environment(device_kind: str) -> dict:
         env['nvidia_smi'] = r.stdout.strip() or r.stderr.strip()[:200]
         env['driver'] = env['nvidia_smi'].split(',')[1].strip() if r.returncode == 0 and ',' in env['nvidia_smi'] else None
     else: env['driver'] = None
-    env['TORCH_CUDA_ARCH_LIST'] = os.environ.get('TORCH_CUDA_ARCH_LIST')
+    from stylegan_v.ops.build import cuda_arch_list
+    env['TORCH_CUDA_ARCH_LIST'] = cuda_arch_list()  # what a CUDA kernel build here targets
     return env
 
 
@@ -503,7 +506,7 @@ def main(argv=None) -> int:
     ap.add_argument('--out', required=True, help='folder for report.json, report.md and the parts\' logs')
     ap.add_argument('--device', default='cuda', choices=['cuda', 'cpu'], help='cuda (one GPU) or cpu (the plumbing only)')
     ap.add_argument('--quick', action='store_true', help='toy sizes (seconds on a CPU)')
-    ap.add_argument('--budget', type=float, default=None, help='seconds for the whole run (default 450; --quick: 300)')
+    ap.add_argument('--budget', type=float, default=None, help='seconds for the whole run (default 450, --quick 300, times --box-scale)')
     ap.add_argument('--box-scale', type=float, default=1.0, help='multiply every part\'s time box (e.g. 2 on a slow machine)')
     ap.add_argument('--parts', default=None, help='comma-separated subset of: ' + ', '.join(n for n, _, _ in PARTS))
     ap.add_argument('--threads', type=int, default=None, help='torch threads in each part (default: torch\'s; --quick on a CPU: 1)')
@@ -524,7 +527,7 @@ def main(argv=None) -> int:
     sizes(args.quick, args.size)  # a bad --size ends here, in one line
     out = Path(args.out); (out / 'parts').mkdir(parents=True, exist_ok=True)
     for stale in (out / 'parts').glob('*.json'): stale.unlink()
-    budget = args.budget or (300 if args.quick else 450)
+    budget = args.budget or (300 if args.quick else 450) * args.box_scale
     deadline = time.perf_counter() + budget
     env = environment(args.device)
     if args.device == 'cuda' and not torch.cuda.is_available():

@@ -27,9 +27,10 @@ import torch
 from ..core import cache_dir
 
 # %% auto #0
-__all__ = ['CPU_SOURCES', 'CUDA_SOURCES', 'HEADERS', 'SelfCheck', 'package_dir', 'kernels_dir', 'extensions_dir', 'build_tag',
-           'find_cuda_home', 'ExtensionState', 'load_extension', 'native_ops', 'register_self_check', 'max_error',
-           'fwd_grad_grad', 'fwd_grad_grad_names', 'self_check', 'resolve_impl', 'run_self_checks', 'status']
+__all__ = ['CPU_SOURCES', 'CUDA_SOURCES', 'HEADERS', 'SelfCheck', 'package_dir', 'kernels_dir', 'extensions_dir',
+           'cuda_arch_list', 'build_tag', 'find_cuda_home', 'ExtensionState', 'load_extension', 'native_ops',
+           'register_self_check', 'max_error', 'fwd_grad_grad', 'fwd_grad_grad_names', 'self_check', 'resolve_impl',
+           'run_self_checks', 'status']
 
 # %% ../../nbs/01_ops.build.ipynb #0d293dfa
 CPU_SOURCES = ('bias_act.cpp', 'upfirdn2d.cpp')  # one extension: torch.ops.stylegan_v_cpu.*
@@ -69,9 +70,16 @@ def _cpu_info() -> str:
     except OSError: pass
     return info
 
+def cuda_arch_list() -> str:
+    "GPU architectures a CUDA build targets: `$TORCH_CUDA_ARCH_LIST`, else those of the visible GPUs, else `8.0;9.0` (A100, H100)."
+    if os.environ.get('TORCH_CUDA_ARCH_LIST'): return os.environ['TORCH_CUDA_ARCH_LIST']
+    if torch.cuda.is_available():
+        return ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
+    return '8.0;9.0'
+
 def build_tag(kind: str) -> str:
-    "Short digest naming the `kind` ('cpu'/'cuda') build: kernel sources + headers + torch version (+ the CPU's features for 'cpu')."
-    h = hashlib.sha256((_cpu_info() if kind == 'cpu' else 'cuda').encode() + torch.__version__.encode())
+    "Short digest naming the `kind` ('cpu'/'cuda') build: kernel sources + headers + torch version + the CPU's features ('cpu') or the GPU architectures ('cuda')."
+    h = hashlib.sha256((_cpu_info() if kind == 'cpu' else 'cuda' + cuda_arch_list()).encode() + torch.__version__.encode())
     for name in (CPU_SOURCES if kind == 'cpu' else CUDA_SOURCES) + HEADERS: h.update((kernels_dir() / name).read_bytes())
     return h.hexdigest()[:10]
 
@@ -138,8 +146,7 @@ def _build(kind: str, verbose: bool = False):
         if home is None: raise RuntimeError('no CUDA toolkit found (need a folder with bin/nvcc and lib64/libcudart.so; set CUDA_HOME)')
         os.environ['CUDA_HOME'] = str(home)
         cpp_extension.CUDA_HOME = str(home)  # read once at import by torch; the nvcc on PATH may be a wrapper
-        if not os.environ.get('TORCH_CUDA_ARCH_LIST') and not torch.cuda.is_available():
-            os.environ['TORCH_CUDA_ARCH_LIST'] = '8.0;9.0'
+        os.environ['TORCH_CUDA_ARCH_LIST'] = cuda_arch_list()  # exactly what the build tag names
         kw = dict(extra_cflags=['-O3'], extra_cuda_cflags=['-O3', '--use_fast_math'], with_cuda=True)
     build_dir = extensions_dir() / name
     library = build_dir / f'{name}.so'
