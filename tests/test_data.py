@@ -296,8 +296,11 @@ def test_unreadable_video_file(tmp_path):
     (tmp_path / 'clips').mkdir()
     write_video(tmp_path / 'clips' / 'good.mp4', 4)
     (tmp_path / 'clips' / 'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42' + bytes(200))
-    with pytest.raises(video.VideoReadError, match=r'cannot open video .*broken\.mp4'):
+    with pytest.raises(DatasetError, match=r'1 of 2 videos are unreadable, more than max_bad_fraction=0.01 .*cannot open video .*broken\.mp4'):
         VideoDataset(tmp_path / 'clips')
+    with pytest.warns(UserWarning, match=r'leaving out 1 of 2 videos that cannot be read: cannot open video .*broken\.mp4'):
+        ds = VideoDataset(tmp_path / 'clips', max_bad_fraction=0.5, sampling={'num_frames_per_video': 2})
+    assert ds.video_names == ['good.mp4'] and [n for n, _ in ds.source.unreadable] == ['broken.mp4']
 
 
 # ---------------------------------------------------------------------------------------------- layouts and parity
