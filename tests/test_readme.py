@@ -33,7 +33,7 @@ def tour_commands() -> list[list[str]]:
     return [shlex.split(l) for l in lines if l and not l.startswith('#')]
 
 
-def stylegan_v(*args, cwd, timeout=900, env=None):
+def stylegan_v(*args, cwd, timeout=1800, env=None):
     return subprocess.run([sys.executable, '-m', 'stylegan_v.cli', *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
