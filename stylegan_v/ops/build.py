@@ -170,6 +170,7 @@ def _ninja_beside_python():
     try: yield
     finally: os.environ['PATH'] = old
 
+@torch.compiler.disable  # a first use inside a torch.compile'd network builds eagerly (dynamo cannot trace hashing, files)
 def load_extension(kind: str = 'cpu', warn: bool = True, verbose: bool = False) -> bool:
     "Build/load the native `kind` ('cpu' or 'cuda') extension once per process; `False` (plus one warning) if impossible."
     state = _STATE[kind]
