@@ -399,3 +399,12 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
     assert "the build failed: nvcc fatal   : Unsupported gpu architecture 'compute_120' | error: command failed" in msgs[0], msgs[0]
     assert torch.allclose(y, 2 * 2 ** 0.5 * torch.ones(2, 3))
     assert build.status(build=False, print_table=False)['bias_act']['cpu'][0] == 'ref'
+
+
+@pytest.mark.parametrize('mode', [torch.no_grad, torch.inference_mode])
+def test_first_use_under_no_grad_still_checks_gradients(fresh_cpu_state, mode):
+    "Inference (generate, the explorer, metrics) is often a process's first use: the check must not fail for want of autograd."
+    if not NATIVE: pytest.skip(f"native CPU kernels unavailable: {build._STATE['cpu'].reason}")
+    with mode():
+        upsample2d(_rand(1, 3, 8, 8), setup_filter([1, 3, 3, 1]))
+    assert fresh_cpu_state.checks.get('upfirdn2d', '').startswith('matches the reference'), fresh_cpu_state.checks

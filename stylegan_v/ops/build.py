@@ -249,7 +249,9 @@ def self_check(state: ExtensionState, op: str, ns, device: torch.device, warn: b
             state.checks[op] = 'no self-check registered'
             return True
         t0 = time.perf_counter()
-        try: results = check(ns, device)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():  # it checks gradients: also when first used under no_grad
+                results = check(ns, device)
         except Exception as e:
             state.checks[op] = 'raised'
             return _fail(state, f'the self-check of {op} raised: {_short(e)}', warn)
