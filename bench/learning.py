@@ -34,6 +34,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s own)')
     p.add_argument('--out', default='bench_out/learning', help='folder for learning.png and learning.jsonl')
     p.add_argument('--label', default=None, help='name of this run in the output files (default: from the fields)')
+    p.add_argument('--save', action='store_true', help='also save the final G_ema and D as <out>/model_<label>.safetensors')
     p.add_argument('--replot', nargs='+', metavar='JSONL', help='only plot saved runs side by side (against steps) into --out')
     p.add_argument('fields', nargs='*', help='DemoConfig fields as key=value')
     args = p.parse_args(argv)
@@ -82,6 +83,9 @@ def main(argv=None):
         if step % args.every == 0 or done: measure()
         if done: break
     plot({label: rows}, out / f'learning_{label}.png')
+    if args.save:
+        from stylegan_v.checkpoints import save_checkpoint
+        save_checkpoint(out / f'model_{label}.safetensors', {'G_ema': trainer.G_ema, 'D': trainer.D}, metadata={'demo': cfg.to_dict()})
     print(f"wrote {out / f'learning_{label}.png'} and .jsonl", flush=True)
 
 
