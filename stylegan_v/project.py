@@ -26,8 +26,9 @@ from .metrics.detectors import (DETECTORS, DetectorError, DetectorSpec, load_det
 
 # %% auto #0
 __all__ = ['LPIPS_URL', 'OUTPUTS', 'load_lpips', 'lpips_features', 'RandomLPIPS', 'lr_ramp', 'noise_ramp', 'clipped_error',
-           'motion_prior_loss', 'ProjectionConfig', 'w_stats', 'Projection', 'project_video', 'render_projection',
-           'psnr', 'motion_ratio', 'projection_metrics', 'read_target', 'save_codes', 'load_codes', 'cli_main']
+           'motion_prior_loss', 'ProjectionConfig', 'legacy_projection_config', 'w_stats', 'clip_terms',
+           'initial_codes', 'Projection', 'project_video', 'render_projection', 'psnr', 'motion_ratio',
+           'projection_metrics', 'read_target', 'save_codes', 'load_codes', 'cli_main']
 
 # %% ../nbs/11_projection.ipynb #78672bef
 LPIPS_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt'
@@ -95,13 +96,19 @@ class ProjectionConfig(Config):
     lpips_weight: float = 1.0
     mse_weight: float = 10.0         # pixel MSE in [-1, 1] units
     motion_reg_weight: float = 1e-3  # motion prior regulariser (`motion_prior_loss`)
-    w_noise: float = 0.05            # initial latent noise on w, × w_std (StyleGAN2: 0.05)
-    motion_noise: float = 0.05       # initial latent noise on the motion noise (its prior std is 1)
+    w_noise: float = 0.0             # initial latent noise on w, × w_std (StyleGAN2: 0.05; off: measured below)
+    motion_noise: float = 0.0        # initial latent noise on the motion noise (its prior std is 1)
     noise_ramp_length: float = 0.75  # latent noise reaches 0 at this fraction of the run
     lr_rampdown_length: float = 0.25
     lr_rampup_length: float = 0.05
     w_avg_samples: int = 10000       # z samples for w_avg and w_std
-    seed: int = 0                    # motion noise initialisation (and its continuation past the clip)
+    init_candidates: int = 64        # start from the best of this many content draws, then motion seeds (0: w_avg, `seed`)
+    seed: int = 0                    # first candidate seed (content draws, motion noise and its continuation)
+
+# %% ../nbs/11_projection.ipynb #9b5ef751
+def legacy_projection_config(**overrides) -> ProjectionConfig:
+    "The settings before issue 18: latent noise 0.05 on both codes, no start search (`overrides` on top)."
+    return ProjectionConfig(**{'w_noise': 0.05, 'motion_noise': 0.05, 'init_candidates': 0, **overrides})
 
 # %% ../nbs/11_projection.ipynb #528e13a8
 @torch.no_grad()
@@ -113,6 +120,32 @@ def w_stats(G, num_samples: int = 10000, seed: int = 123) -> tuple[torch.Tensor,
     w = G.mapping(z, c)[:, :1]
     w_avg = w.mean(0, keepdim=True)
     return w_avg, float(((w - w_avg).square().sum() / num_samples).sqrt())
+
+# %% ../nbs/11_projection.ipynb #0812a109
+def clip_terms(G, ws, motion_z, t, target, target_features, lpips) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(LPIPS [B], MSE [B])` of content `ws [B, 1 or num_ws, w_dim]` moving with `motion_z [B, L, D]` at times `t [1, T]`."
+    B, T = len(ws), t.shape[1]
+    c = torch.zeros(B, G.c_dim, device=ws.device)
+    synth = G.synthesis(ws.expand(-1, G.num_ws, -1), t=t.expand(B, -1), c=c, motion_z=motion_z)  # [B*T, 3, H, W]
+    dist = (lpips_features(lpips, synth.clamp(-1, 1)) - target_features.repeat(B, 1)).square().sum(1)
+    mse = clipped_error(synth, target.repeat(B, 1, 1, 1)).square().flatten(1).mean(1)
+    return dist.view(B, T).mean(1), mse.view(B, T).mean(1)
+
+# %% ../nbs/11_projection.ipynb #4594adee
+@torch.no_grad()
+def initial_codes(G, cfg: ProjectionConfig, t, target, target_features, lpips, w_avg, batch: int = 8):
+    "`(content w [1, 1, w_dim], motion_z [1, L, z_dim], motion seed)`: the lowest-loss start among the candidates."
+    num_codes, n = G.synthesis.motion_encoder.num_noise_codes(t), cfg.init_candidates
+    motion = lambda seed: G.sample_motion(1, seed=seed).noise(num_codes)
+    if n == 0: return w_avg, motion(cfg.seed), cfg.seed
+    def best(ws, mz):
+        terms = [clip_terms(G, ws[i:i + batch], mz[i:i + batch], t, target, target_features, lpips) for i in range(0, len(ws), batch)]
+        return int(torch.cat([cfg.lpips_weight * d + cfg.mse_weight * m for d, m in terms]).argmin())
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(w_avg.device)
+    ws = torch.cat([w_avg, G.mapping(z, torch.zeros(n, G.c_dim, device=w_avg.device))[:, :1]])
+    w0 = ws[best(ws, motion(cfg.seed).expand(len(ws), -1, -1))][None]
+    seed = cfg.seed + best(w0.expand(n, -1, -1), torch.cat([motion(cfg.seed + i) for i in range(n)]))
+    return w0, motion(seed), seed
 
 # %% ../nbs/11_projection.ipynb #581e38aa
 @dataclasses.dataclass
@@ -159,29 +192,28 @@ def project_video(G, target, lpips: torch.nn.Module, cfg: ProjectionConfig | Non
     if t.shape != (T,): raise UsageError(f"frame_times: expected {T} times (one per target frame), got shape {tuple(t.shape)}")
     t = t.to(device)[None]
     w_avg, w_std = w_stats(G, cfg.w_avg_samples)
-    content_w = w_avg.repeat(1, G.num_ws if cfg.w_plus else 1, 1).requires_grad_(True)
-    motion_z = G.sample_motion(1, seed=cfg.seed).noise(G.synthesis.motion_encoder.num_noise_codes(t)).clone().requires_grad_(True)
     with torch.no_grad(): target_features = lpips_features(lpips, target)
+    w0, motion_z, seed = initial_codes(G, cfg, t, target, target_features, lpips, w_avg)
+    content_w = w0.repeat(1, G.num_ws if cfg.w_plus else 1, 1).requires_grad_(True)
+    motion_z = motion_z.clone().requires_grad_(True)
     opt = torch.optim.Adam([{'params': [content_w], 'base_lr': cfg.lr}, {'params': [motion_z], 'base_lr': cfg.motion_lr}],
                            betas=(0.9, 0.999))
     history = {k: [] for k in ('loss', 'lpips', 'mse', 'motion_prior')}
-    c, t0 = torch.zeros(1, G.c_dim, device=device), time.perf_counter()
+    t0 = time.perf_counter()
     for step in tqdm(range(cfg.num_steps), desc='projecting', unit='step', disable=not progress, leave=False):
-        terms = _projection_step(G, cfg, step, opt, content_w, motion_z, w_std, t, c, target, target_features, lpips)
+        terms = _projection_step(G, cfg, step, opt, content_w, motion_z, w_std, t, target, target_features, lpips)
         for k, v in terms.items(): history[k].append(v)
     seconds = time.perf_counter() - t0
-    return Projection(content_w.detach(), motion_z.detach(), cfg.seed, t[0].cpu(), history,
+    return Projection(content_w.detach(), motion_z.detach(), seed, t[0].cpu(), history,
                       cfg.num_steps / seconds if seconds > 0 else 0.0)
 
 # %% ../nbs/11_projection.ipynb #6d132d79
-def _projection_step(G, cfg, step, opt, content_w, motion_z, w_std, t, c, target, target_features, lpips) -> dict:
+def _projection_step(G, cfg, step, opt, content_w, motion_z, w_std, t, target, target_features, lpips) -> dict:
     tau = step / cfg.num_steps
     for group in opt.param_groups: group['lr'] = group['base_lr'] * lr_ramp(tau, cfg.lr_rampdown_length, cfg.lr_rampup_length)
     ws = content_w + torch.randn_like(content_w) * w_std * noise_ramp(tau, cfg.w_noise, cfg.noise_ramp_length)
     noisy_motion = motion_z + torch.randn_like(motion_z) * noise_ramp(tau, cfg.motion_noise, cfg.noise_ramp_length)
-    synth = G.synthesis(ws.expand(-1, G.num_ws, -1), t=t, c=c, motion_z=noisy_motion)  # [T, 3, H, W]
-    dist = (lpips_features(lpips, synth.clamp(-1, 1)) - target_features).square().sum(1).mean()
-    mse = clipped_error(synth, target).square().mean()
+    dist, mse = (x[0] for x in clip_terms(G, ws, noisy_motion, t, target, target_features, lpips))
     prior = motion_prior_loss(motion_z)[0]
     loss = cfg.lpips_weight * dist + cfg.mse_weight * mse + cfg.motion_reg_weight * prior
     opt.zero_grad(set_to_none=True)
