@@ -51,8 +51,6 @@ def main(argv=None):
     keep_freed_memory()
     trainer = Trainer(plan)
     probe = LearningProbe(trainer.dataset, num_clips=args.clips)
-    with torch.enable_grad():  # the native ops check themselves on first use, which needs autograd on (the probe runs without)
-        trainer.G_ema(torch.randn(1, trainer.G_ema.z_dim), torch.zeros(1, trainer.G_ema.c_dim), torch.zeros(1, 3))
     frames_per_step = plan.batch * trainer.num_frames
     max_steps = args.steps or (None if args.minutes else round(plan.kimg * 1000 / frames_per_step))
     print(f"{label}: {plan.G_kwargs['img_resolution']} px, batch {plan.batch}, dtype {plan.dtype}, floor FD "

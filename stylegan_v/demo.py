@@ -23,7 +23,6 @@ from .data.video import write_video
 from .data.synthetic import check_style, default_synthetic_dataset
 from .data.dataset import VideoDataset
 from . import checkpoints
-from .ops.build import run_self_checks
 from .generate import decomposition_seeds, videos_array, video_grid, generate
 from .metrics.stats import frechet_distance
 from .train import (RUN_FILE, ClipStream, Trainer, counter_seed, demo_train_config, find_snapshots,
@@ -250,7 +249,6 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     check_demo_config(cfg)
     out = Path(cfg.outdir); out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    with torch.enable_grad(): run_self_checks('cpu')  # the native kernels check themselves now, not inside the no-grad measurements
     summary, t0 = {'config': cfg.to_dict(), 'files': {}}, time.time()
     files = summary['files']
 
