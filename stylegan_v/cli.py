@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import platform
 import sys
-
-import stylegan_v
 
 # %% auto #0
 __all__ = ['COMMANDS', 'available_commands', 'cli_info', 'main']
@@ -52,8 +51,8 @@ def cli_info(argv: list[str]) -> int:
 
 def _info(args) -> None:
     import torch
-    from stylegan_v.core import cache_dir
-    print(f"stylegan-v {stylegan_v.__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    from stylegan_v.core import cache_dir, package_version
+    print(f"stylegan-v {package_version()}  python {platform.python_version()}  torch {torch.__version__}")
     print(f"device: {'cuda x%d (%s)' % (torch.cuda.device_count(), torch.cuda.get_device_name(0)) if torch.cuda.is_available() else 'cpu only'}"
           f"  threads: {torch.get_num_threads()}")
     print(f"download cache: {cache_dir()}")
@@ -72,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         description='StyleGAN-V research workbench.\n\ncommands:\n' +
                     '\n'.join(f'  {n:<10} {h}' for n, h in commands.items()) +
                     "\n\nRun 'stylegan-v COMMAND --help' for a command's options.")
-    parser.add_argument('--version', action='version', version=f'stylegan-v {stylegan_v.__version__}')
+    # the installed version, read without importing torch (the package's modules do): --help and --version stay instant
+    parser.add_argument('--version', action='version', version=f"stylegan-v {importlib.metadata.version('stylegan-v')}")
     parser.add_argument('command', nargs='?', help=argparse.SUPPRESS)
     parser.add_argument('args', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv[:1])
