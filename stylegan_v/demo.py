@@ -17,7 +17,7 @@ import torch
 
 from .core import Config, UsageError, seed_everything, atomic_path, atomic_write_bytes
 from .config import ModelConfig, RunConfig, SamplingConfig
-from .cliutils import command_parser, add_outdir, add_overrides, run_command
+from .cliutils import add_force, add_outdir, add_overrides, command_parser, run_command
 from .data.layout import encode_frame
 from .data.video import write_video
 from .data.synthetic import check_style, default_synthetic_dataset
@@ -265,7 +265,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     t_train = time.time()
     run = train(rc, _fresh_run_dir(out / 'train'), log=lambda *a: None)
     summary['train'] = {'seconds': round(time.time() - t_train, 1), 'steps': run['steps'], 'kimg': run['kimg'],
-                        'sec_per_kimg': run['stats'].get('Timing/sec_per_kimg'), 'run_dir': run['run_dir']}
+                        'sec_per_kimg': run['sec_per_kimg'], 'last_tick_sec_per_kimg': run['last_tick_sec_per_kimg'],
+                        'run_dir': run['run_dir']}
     log(f"[2/6] trained {run['steps']} steps ({run['kimg']:.2f} kimg) in {summary['train']['seconds']}s: {run['run_dir']}")
 
     nets = checkpoints.load_checkpoint(find_snapshots(out / 'train')[-1], ['G_ema', 'D'])
@@ -319,10 +320,15 @@ def cli_main(argv: list[str]) -> int:
                        epilog='Fields (key=value): ' + ', '.join(f'{k}={v}' for k, v in defaults.to_dict().items()))
     add_outdir(p, required=False, help=f'output folder (default: {defaults.outdir})')
     p.add_argument('--checkpoint', metavar='PATH', help='also render from this checkpoint (original .pkl or ours)')
+    add_force(p, help='train again and replace a finished demo in the output folder')
     add_overrides(p, help='DemoConfig fields as key=value')
     def run(args):
         cfg = defaults.override(args.overrides)
         if args.outdir: cfg.outdir = args.outdir
         if args.checkpoint: cfg.checkpoint = args.checkpoint
+        done = Path(cfg.outdir) / 'summary.json'
+        if done.is_file() and not args.force:  # a finished demo is minutes of training: never replaced silently
+            raise FileExistsError(f"{cfg.outdir} already holds a finished demo ({done}); give another --outdir, or --force "
+                                  f"to train it again and replace it")
         run_demo(check_demo_config(cfg))
     return run_command(p, argv, run)

@@ -49,6 +49,15 @@ def test_demo_outputs_exist_and_decode(demo_run):
     strip = decode_frame(Path(files['samples_png']).read_bytes())
     assert strip.shape == (3 * 16 * 4 + 2, 8 * 16 * 4 + 7, 3)       # 3 videos x 8 frames, 4x scaled, 1 px gaps
     assert s['train']['steps'] == 2 and s['evidence']['init']['frechet'] > 0
+    assert s['train']['sec_per_kimg'] > 0 and 'last_tick_sec_per_kimg' in s['train']   # the run's mean, and the last tick's
+
+
+def test_demo_again_refuses_to_replace_a_finished_one(demo_run):
+    out, _ = demo_run
+    before = (out / 'model.safetensors').stat().st_mtime_ns
+    r = subprocess.run([sys.executable, '-m', 'stylegan_v.cli', 'demo', '-o', str(out), 'kimg=0.048'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and 'already holds a finished demo' in r.stderr and '--force' in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and (out / 'model.safetensors').stat().st_mtime_ns == before
 
 
 def test_demo_checkpoint_is_the_trained_G_ema(demo_run):

@@ -27,4 +27,5 @@ if [ -f "$outdir/model.safetensors" ] && [ "${STYLEGAN_V_RETRAIN:-0}" != 1 ]; th
     ls "$outdir"
     exit 0
 fi
+[ "${STYLEGAN_V_RETRAIN:-0}" = 1 ] && extra+=(--force)   # stylegan-v demo refuses to replace a finished demo otherwise
 stylegan-v demo --outdir "$outdir" "${extra[@]}" "$@"
