@@ -141,3 +141,32 @@ def test_decomposition_without_seeds_is_a_real_grid(tmp_path):
     import av
     with av.open(str(tmp_path / 'out' / rec['outputs'][0])) as f:
         assert next(f.decode(video=0)).to_ndarray(format='rgb24').shape[:2] == (4 * 16, 4 * 16)
+
+
+def headless_commands() -> list[list[str]]:
+    "The bash lines of the README's 'Headless runs and sweeps' section, as argument lists."
+    lines = [l.split('  #')[0].strip() for l in fenced('bash', '## Headless runs and sweeps')[0].splitlines()]
+    return [shlex.split(l) for l in lines if l and not l.startswith('#')]
+
+
+def test_every_headless_command_names_real_templates_parameters_and_options(capsys):
+    "papermill lines: the template exists and declares every -p name (else the run would stop at its check);"
+    " stylegan-v lines: the subcommand and every option exist."
+    from nbformat import read
+    from stylegan_v.cli import main
+    from stylegan_v.notebooks import assigned_names
+    cmds = headless_commands()
+    assert {c[0] for c in cmds} == {'papermill', 'stylegan-v'} and len(cmds) >= 5, cmds
+    for cmd in cmds:
+        if cmd[0] == 'papermill':
+            template = REPO / cmd[1]
+            cells = [c for c in read(str(template), as_version=4).cells if 'parameters' in c.metadata.get('tags', [])]
+            assert len(cells) == 1, f'{cmd[1]}: one cell tagged parameters'
+            declared = set(assigned_names(cells[0].source))
+            given = [cmd[i + 1] for i, a in enumerate(cmd) if a == '-p']
+            assert given and set(given) <= declared, f'{cmd[1]}: -p {sorted(set(given) - declared)} not among {sorted(declared)}'
+        else:
+            assert main([cmd[1], '--help']) == 0, cmd
+            help_text = capsys.readouterr().out
+            for opt in (a for a in cmd[2:] if a.startswith('-')):
+                assert re.search(rf'(^|[\s,\[]){re.escape(opt)}\b', help_text), f"{cmd[1]}: the README uses {opt}, which --help does not list"
