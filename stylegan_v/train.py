@@ -334,6 +334,10 @@ def reset_peak_memory(device: torch.device) -> int:
     "Start measuring this process's peak memory; return the bytes in use now (CUDA: tensors; CPU: resident set, Linux)."
     if device.type == 'cuda':
         torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device); return torch.cuda.memory_allocated(device)
+    # hand freed heap pages back first: a long-lived process (a notebook kernel, a test run; more so with
+    # keep_freed_memory) would otherwise serve the measured step from pages already resident, and read as ~0 bytes
+    try: ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError): pass  # not glibc: nothing to hand back
     Path('/proc/self/clear_refs').write_text('5')  # resets the resident high-water mark (VmHWM) to the current size
     return _proc_status_bytes('VmRSS')
 

@@ -48,3 +48,10 @@ def cli_error(capsys):
         assert len(err.splitlines()) == 1 and err.startswith(f'stylegan-v {command}: error:'), err
         return err
     return run
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    "The built-in dataset at 16 px, 8 videos of 16 frames (the training tests' data)."
+    from stylegan_v.data.synthetic import default_synthetic_dataset
+    return default_synthetic_dataset(8, 16, 16, root=tmp_path_factory.mktemp('data'))

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from stylegan_v.checkpoints import read_checkpoint
-from stylegan_v.data.synthetic import default_synthetic_dataset
 from stylegan_v.distributed import free_port
 from stylegan_v.runs import DiskFull, latest_snapshot, load_stats, snapshot_files, snapshot_name
-from stylegan_v.train import EXIT_PREEMPTED, TrainPlan, run_training, tiny_model_kwargs
+from tiny_models import tiny_train_plan
+from stylegan_v.train import EXIT_PREEMPTED, TrainPlan, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 slow = pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
@@ -27,18 +27,9 @@ slow = pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
 STEPS, FRAMES_PER_STEP = 8, 4 * 3      # 8 steps of 4 videos x 3 frames; a tick is 2 steps, a snapshot every 2 ticks
 
 
-@pytest.fixture(scope='module')
-def data16(tmp_path_factory):
-    return default_synthetic_dataset(8, 16, 16, root=tmp_path_factory.mktemp('data'))
-
 
 def tiny_plan(data, **kw) -> TrainPlan:
-    G, D = tiny_model_kwargs(16, 16)
-    base = dict(data=str(data), G_kwargs=G, D_kwargs=D, batch=4, num_workers=0, r1_gamma=1.0, dtype='fp32',
-                D_reg_interval=2, ada_interval=3, ada_kimg=1, kimg=STEPS * FRAMES_PER_STEP / 1000,
-                kimg_per_tick=2 * FRAMES_PER_STEP / 1000, snap=2, grid_videos=2, grid_frames=3, progress=False,
-                keep_last=0, device='cpu')
-    return TrainPlan(**{**base, **kw})
+    return tiny_train_plan(data, STEPS, **{'steps_per_tick': 2, 'snap': 2, **kw})
 
 
 # --- stop signals: a child process (or two gloo ranks) told to stop at a random step ------------------------------

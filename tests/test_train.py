@@ -16,6 +16,7 @@ import torch
 from stylegan_v.checkpoints import read_checkpoint
 from stylegan_v.data.synthetic import default_synthetic_dataset
 from stylegan_v.distributed import DistEnv
+from tiny_models import tiny_train_plan
 from stylegan_v.train import (TrainPlan, Trainer, TrainingDiverged, cli_main, find_snapshots, run_training,
                               snapshot_name, tiny_model_kwargs)
 
@@ -24,17 +25,9 @@ STEPS = 8          # steps of run A; one tick per step, snapshots every 3 ticks 
 FRAMES_PER_STEP = 4 * 3
 
 
-@pytest.fixture(scope='module')
-def data16(tmp_path_factory):
-    return default_synthetic_dataset(8, 16, 16, root=tmp_path_factory.mktemp('data'))
-
 
 def tiny_plan(data, **kw) -> TrainPlan:
-    G, D = tiny_model_kwargs(16, 16)
-    base = dict(data=str(data), G_kwargs=G, D_kwargs=D, batch=4, num_workers=0, r1_gamma=1.0, dtype='fp32',
-                D_reg_interval=2, ada_interval=3, ada_kimg=1, kimg=STEPS * FRAMES_PER_STEP / 1000,
-                kimg_per_tick=FRAMES_PER_STEP / 1000, snap=3, grid_videos=2, grid_frames=3, progress=False, keep_last=0)
-    return TrainPlan(**{**base, **kw})
+    return tiny_train_plan(data, STEPS, **{'steps_per_tick': 1, 'snap': 3, **kw})
 
 
 CHILD = textwrap.dedent('''
