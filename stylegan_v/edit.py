@@ -20,7 +20,7 @@ from .core import Config, DownloadError, UsageError, atomic_write_bytes, downloa
 from .cliutils import add_force, add_outdir, command_parser, refuse_overwrite, run_command
 from .data.video import to_uint8, write_video
 from .generate import load_generator, video_grid
-from .project import Projection, _even, load_codes, lr_ramp, save_codes
+from .project import Projection, pad_to_even, load_codes, lr_ramp, save_codes
 
 # %% auto #0
 __all__ = ['DEFAULT_CLIP_MODEL', 'DEFAULT_CLIP_WEIGHTS', 'OUTPUTS', 'Clip', 'load_clip', 'clip_preprocess', 'clip_loss', 'IRSE',
@@ -292,8 +292,8 @@ def _run(args) -> int:
         videos = to_uint8(G.render(torch.cat([codes.ws(G), res.content_w]), motion, t.to(device)), channels_last=True)
     edited = Projection(res.content_w, codes.motion_z, codes.seed, t.cpu(), res.history)
     save_codes(outdir / OUTPUTS[2], edited, {'network': str(args.network), 'prompt': args.prompt, 'config': cfg.to_dict()})
-    write_video(outdir / OUTPUTS[0], _even(videos[1]), fps=args.fps)
-    write_video(outdir / OUTPUTS[1], _even(np.concatenate(list(videos), axis=2)), fps=args.fps)
+    write_video(outdir / OUTPUTS[0], pad_to_even(videos[1]), fps=args.fps)
+    write_video(outdir / OUTPUTS[1], pad_to_even(np.concatenate(list(videos), axis=2)), fps=args.fps)
     atomic_write_bytes(outdir / OUTPUTS[3], json.dumps({'prompt': args.prompt, 'best_step': res.best_step, **res.history}).encode())
     h = res.history
     print(f"CLIP loss {h['clip'][0]:.4f} -> {h['clip'][res.best_step]:.4f} (step {res.best_step}), |dw|^2 {h['l2'][res.best_step]:.4f} -> {outdir}")

@@ -28,7 +28,7 @@ from .metrics.detectors import (DETECTORS, DetectorError, DetectorSpec, load_det
 __all__ = ['LPIPS_URL', 'OUTPUTS', 'load_lpips', 'lpips_features', 'RandomLPIPS', 'lr_ramp', 'noise_ramp', 'clipped_error',
            'motion_prior_loss', 'ProjectionConfig', 'legacy_projection_config', 'w_stats', 'clip_terms',
            'initial_codes', 'Projection', 'project_video', 'render_projection', 'psnr', 'motion_ratio',
-           'projection_metrics', 'read_target', 'save_codes', 'load_codes', 'cli_main']
+           'projection_metrics', 'read_target', 'save_codes', 'load_codes', 'pad_to_even', 'cli_main']
 
 # %% ../nbs/11_projection.ipynb #78672bef
 LPIPS_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt'
@@ -339,14 +339,14 @@ def _run(args) -> int:
     metrics = projection_metrics(G, proj, target, lpips)
     recon = to_uint8(render_projection(G, proj), channels_last=True)
     save_codes(outdir / OUTPUTS[0], proj, {'network': str(args.network), 'target': str(args.target), 'config': cfg.to_dict()})
-    write_video(outdir / OUTPUTS[1], _even(recon), fps=args.fps)
-    write_video(outdir / OUTPUTS[2], _even(np.concatenate([target, recon], axis=2)), fps=args.fps)
+    write_video(outdir / OUTPUTS[1], pad_to_even(recon), fps=args.fps)
+    write_video(outdir / OUTPUTS[2], pad_to_even(np.concatenate([target, recon], axis=2)), fps=args.fps)
     atomic_write_bytes(outdir / OUTPUTS[3], json.dumps({**metrics, 'config': cfg.to_dict()}, indent=1).encode())
     print(f"PSNR {metrics['psnr_mean']:.2f} dB, LPIPS {metrics['lpips_mean']:.4f}, motion ratio {metrics['motion_ratio']:.2f}, "
           f"{metrics['steps_per_sec']:.1f} steps/s -> {outdir}")
     return 0
 
-def _even(video: np.ndarray) -> np.ndarray:
+def pad_to_even(video: np.ndarray) -> np.ndarray:
     "Pad `[T, H, W, 3]` to even H and W (yuv420p needs them)."
     return np.pad(video, ((0, 0), (0, video.shape[1] % 2), (0, video.shape[2] % 2), (0, 0)))
 

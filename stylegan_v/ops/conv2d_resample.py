@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .upfirdn2d import _get_filter_size, _parse_padding, upfirdn2d
+from .upfirdn2d import get_filter_size, parse_padding, upfirdn2d
 
 # %% auto #0
 __all__ = ['conv2d_resample']
@@ -39,8 +39,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     "Conv2d of `x` [N,C,H,W] with `w` [O,C/groups,kh,kw], optionally upsampled (`up`) before / downsampled (`down`) after with FIR `f`."
     _check_args(x, w, f, up, down, groups)
     out_ch, in_ch_per_group, kh, kw = w.shape
-    fw, fh = _get_filter_size(f)
-    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = get_filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
     if up > 1:   # the padding upsample2d would use
         px0, px1, py0, py1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
     if down > 1:  # the padding downsample2d would use
@@ -77,8 +77,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
 # %% ../../nbs/01c_ops.conv2d_resample.ipynb #708ccd82
 def _conv2d_resample_definition(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
     "The slow, literal definition of `conv2d_resample` (for tests): upsample+filter, convolve at full resolution, filter+downsample."
-    fw, fh = _get_filter_size(f)
-    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = get_filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
     if up > 1: px0, px1, py0, py1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
     if down > 1: px0, px1, py0, py1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
     x = upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter, impl='ref')

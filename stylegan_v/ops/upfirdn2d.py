@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .build import fwd_grad_grad, fwd_grad_grad_names, max_error, register_self_check, resolve_impl
 
 # %% auto #0
-__all__ = ['setup_filter', 'upfirdn2d', 'filter2d', 'upsample2d', 'downsample2d']
+__all__ = ['parse_padding', 'get_filter_size', 'setup_filter', 'upfirdn2d', 'filter2d', 'upsample2d', 'downsample2d']
 
 # %% ../../nbs/01b_ops.upfirdn2d.ipynb #57d6006c
 def _parse_scaling(scaling, name='up'):
@@ -21,7 +21,7 @@ def _parse_scaling(scaling, name='up'):
         raise ValueError(f"{name} must be an int >= 1 or a pair [{name}x, {name}y] of them, got {scaling!r}")
     return list(scaling)
 
-def _parse_padding(padding):
+def parse_padding(padding):
     if isinstance(padding, int): padding = [padding, padding]
     if not isinstance(padding, (list, tuple)) or len(padding) not in (2, 4) or not all(isinstance(p, int) for p in padding):
         raise ValueError(f"padding must be an int, [px, py] or [px0, px1, py0, py1] of ints, got {padding!r}")
@@ -34,7 +34,7 @@ def _check_filter(f, name='f'):
         got = f'shape {tuple(f.shape)}' if isinstance(f, torch.Tensor) else type(f).__name__
         raise ValueError(f"{name}: expected a 1-D [fw] (separable) or 2-D [fh, fw] filter tensor, got {got}")
 
-def _get_filter_size(f):
+def get_filter_size(f):
     "(fw, fh) of a filter; `None` is the 1x1 identity filter."
     if f is None: return 1, 1
     _check_filter(f)
@@ -59,7 +59,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
 # %% ../../nbs/01b_ops.upfirdn2d.ipynb #ed2bbef1
 def _out_size(x, f, up, down, pad):
     "Output (H, W) of `upfirdn2d`; raises if the (negative) padding crops the image below the filter size."
-    fw, fh = _get_filter_size(f)
+    fw, fh = get_filter_size(f)
     (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
     H, W = x.shape[2] * upy + py0 + py1, x.shape[3] * upx + px0 + px1
     if H < fh or W < fw:
@@ -112,7 +112,7 @@ class _Upfirdn2dNative(torch.autograd.Function):
     def backward(ctx, dy):
         (f,) = ctx.saved_tensors
         ops, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain, (_, _, ih, iw) = ctx.args
-        fw, fh = _get_filter_size(f)
+        fw, fh = get_filter_size(f)
         oh, ow = dy.shape[2:]
         pad_t = [fw - px0 - 1, iw * upx - ow * downx + px0 - upx + 1,
                  fh - py0 - 1, ih * upy - oh * downy + py0 - upy + 1]
@@ -132,7 +132,7 @@ def _tiny_plane(x, up):
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl=None):
     "Upsample `x` [N,C,H,W] by zero insertion, pad, convolve with FIR `f` (times `gain`), downsample."
     _check_x(x, 'upfirdn2d'); _check_filter(f)
-    up, down, pad = _parse_scaling(up, 'up'), _parse_scaling(down, 'down'), _parse_padding(padding)
+    up, down, pad = _parse_scaling(up, 'up'), _parse_scaling(down, 'down'), parse_padding(padding)
     _out_size(x, f, up, down, pad)
     ops = resolve_impl(impl, x.device, x.dtype, 'upfirdn2d')
     if ops is not None and impl is None and x.device.type == 'cpu' and _tiny_plane(x, up): ops = None
@@ -162,23 +162,23 @@ register_self_check('upfirdn2d', _self_check)
 # %% ../../nbs/01b_ops.upfirdn2d.ipynb #1f1eba1c
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None):
     "Filter `x` with `f`; the output has the input's size plus `padding`."
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = get_filter_size(f)
     p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl=None):
     "Upsample `x` by `up` (int or [ux, uy]) with the FIR filter `f`; output size is exactly `up`x the input (plus `padding`)."
     upx, upy = _parse_scaling(up, 'up')
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = get_filter_size(f)
     p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
     return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl=None):
     "Downsample `x` by `down` (int or [dx, dy]) with the FIR filter `f`; output size is the input's / `down` (plus `padding`)."
     downx, downy = _parse_scaling(down, 'down')
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fw, fh = _get_filter_size(f)
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = get_filter_size(f)
     p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
     return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
