@@ -22,9 +22,9 @@ from .checkpoints import CheckpointError, checkpoint_kind
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'STATS_FILE', 'SNAPSHOT_RE', 'snapshot_name', 'snapshot_files', 'remove_partials', 'snapshot_problem',
-           'find_snapshots', 'latest_snapshot', 'DiskFull', 'disk_space_guard', 'free_bytes', 'check_free_space',
-           'metric_log', 'logged_metrics', 'append_jsonl', 'read_jsonl', 'truncate_jsonl', 'load_stats',
-           'higher_is_better', 'best_metric_line', 'best_snapshot']
+           'find_snapshots', 'latest_snapshot', 'DiskFull', 'size_text', 'disk_space_guard', 'free_bytes',
+           'check_free_space', 'metric_log', 'logged_metrics', 'append_jsonl', 'read_jsonl', 'truncate_jsonl',
+           'load_stats', 'higher_is_better', 'best_metric_line', 'best_snapshot']
 
 # %% ../nbs/02h_runs.ipynb #f5a6b7c8
 RUN_FILE, STATS_FILE = 'run.json', 'stats.jsonl'
@@ -88,7 +88,9 @@ def latest_snapshot(run_dir: str | os.PathLike, warn: typing.Callable[[str], Non
 class DiskFull(UsageError, OSError):
     "A write of the run folder failed for lack of space: one line naming the file and the bytes needed (exit 2 on the command line)."
 
-def _gb(n: float) -> str: return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
+def size_text(n: float) -> str:
+    "`n` bytes as '1.50 GiB' or '12.3 MiB' (for messages about memory and disk space)."
+    return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
 
 @contextlib.contextmanager
 def disk_space_guard(path: str | os.PathLike, nbytes: int):
@@ -98,8 +100,8 @@ def disk_space_guard(path: str | os.PathLike, nbytes: int):
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise
         free = free_bytes(Path(path).parent)
-        full = DiskFull(f"no space left on the device for {path}: writing it needs about {_gb(nbytes)} ({nbytes} bytes), "
-                        f"{_gb(free)} free; the previous snapshot is intact: free some space and resume with resume=latest")
+        full = DiskFull(f"no space left on the device for {path}: writing it needs about {size_text(nbytes)} ({nbytes} bytes), "
+                        f"{size_text(free)} free; the previous snapshot is intact: free some space and resume with resume=latest")
         full.errno = e.errno
         raise full from None
 
@@ -114,7 +116,7 @@ def check_free_space(run_dir: str | os.PathLike, snapshot_bytes: int, snapshots:
     "Warn in one line when `run_dir` has room for fewer than `snapshots` snapshots of `snapshot_bytes`; True when it has."
     free = free_bytes(run_dir)
     if free >= snapshots * snapshot_bytes: return True
-    warn(f"warning: {run_dir} has {_gb(free)} free, less than {snapshots} snapshots of {_gb(snapshot_bytes)}; "
+    warn(f"warning: {run_dir} has {size_text(free)} free, less than {snapshots} snapshots of {size_text(snapshot_bytes)}; "
          f"the run will stop when a write finds the disk full")
     return False
 

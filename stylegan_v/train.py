@@ -32,7 +32,7 @@ from .data.dataset import SCAN_ERRORS, VideoDataset, sample_fake_conditions
 from .data.layout import DatasetError
 from .data.video import to_uint8, write_video
 from .generate import video_grid
-from .runs import (RUN_FILE, SNAPSHOT_RE, STATS_FILE, DiskFull, append_jsonl, best_metric_line, check_free_space,
+from .runs import (RUN_FILE, SNAPSHOT_RE, STATS_FILE, DiskFull, append_jsonl, best_metric_line, check_free_space, size_text,
                              disk_space_guard, find_snapshots, latest_snapshot, load_stats, metric_log, read_jsonl,
                              remove_partials, snapshot_files, snapshot_name, truncate_jsonl)
 from .augment import augment_setup
@@ -347,14 +347,12 @@ def peak_memory(device: torch.device) -> int:
     return _proc_status_bytes('VmHWM')
 
 # %% ../nbs/07a_train.ipynb #6b0d1165
-def _size(n: float) -> str: return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
-
 def fit_batch_gpu(per_process: int, fixed: int, per_video: int, budget: int, where: str = 'free memory') -> int:
     "The largest round size `b` (a divisor of `per_process` videos) whose step, `fixed + b * per_video` bytes, fits `budget`."
     for b in range(per_process, 0, -1):
         if per_process % b == 0 and fixed + b * per_video <= budget: return b
-    raise ConfigError(f"a training step on one video needs {_size(fixed + per_video)} ({_size(fixed)} + {_size(per_video)} per "
-                      f"video) but {_size(budget)} is available ({where}); lower data.resolution or the model's width "
+    raise ConfigError(f"a training step on one video needs {size_text(fixed + per_video)} ({size_text(fixed)} + {size_text(per_video)} per "
+                      f"video) but {size_text(budget)} is available ({where}); lower data.resolution or the model's width "
                       f"(model.fmaps, model.channel_max), or free memory")
 
 # %% ../nbs/07a_train.ipynb #9adbfc83
@@ -383,7 +381,7 @@ def choose_batch_gpu(self: Trainer, log: typing.Callable = print) -> int:
     "The most videos per round that fit the memory budget, from a step measured at 1 and 2 videos (the same on every process)."
     plan, dev, per_process = self.plan, self.device, self.plan.batch // self.env.world_size
     if plan.memory_budget_gb is not None: budget, where = plan.memory_budget_gb * 2**30, f'train.memory_budget_gb={plan.memory_budget_gb:g}'
-    else: free = available_memory(dev); budget, where = (None, '') if free is None else (0.85 * free, f'85% of the {_size(free)} free')
+    else: free = available_memory(dev); budget, where = (None, '') if free is None else (0.85 * free, f'85% of the {size_text(free)} free')
     try: base = reset_peak_memory(dev) if budget is not None else None
     except OSError: base = None  # no /proc/self/clear_refs (not Linux)
     if base is None:
@@ -399,7 +397,7 @@ def choose_batch_gpu(self: Trainer, log: typing.Callable = print) -> int:
     if error is not None: raise error
     if min(picks) < 1: raise ConfigError("another process of this job has too little memory for one video per round (its error says how much)")
     b = min(picks)
-    log(f"memory: a step takes about {_size(fixed)} + {_size(per_video)} per video (measured); {where}: "
+    log(f"memory: a step takes about {size_text(fixed)} + {size_text(per_video)} per video (measured); {where}: "
         f"{b} videos per round, {per_process // b} round(s) per step")
     return b
 
