@@ -36,23 +36,25 @@ def _hsv_to_rgb(h, s, v):
     table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
     return np.array([np.choose(i, [row[c] for row in table]) for c in range(3)]).T
 
-def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0) -> None:
+def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0, scale: float = 1.0) -> None:
     "Raise a one-line `ValueError` for a dataset style the recipe cannot draw."
     if not isinstance(max_shapes, (int, np.integer)) or max_shapes < 2:
         raise ValueError(f"max_shapes must be an integer >= 2 (class 2 has a disc and a square), got {max_shapes!r}")
     for v, what in ((texture, 'texture'), (speed, 'speed')):
         if not isinstance(v, (int, float, np.number)) or not v >= 0: raise ValueError(f"{what} must be a number >= 0, got {v!r}")
+    if not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 3:  # 3 x the largest size is half the frame
+        raise ValueError(f"scale must be a number in (0, 3], got {scale!r}")
 
 def video_recipe(seed: int | Sequence[int], label: int | None = None, max_shapes: int = 4, texture: float = 1.0,
-                 speed: float = 1.0) -> dict:
-    "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture` and `speed` set the style."
-    check_style(max_shapes, texture, speed)
+                 speed: float = 1.0, scale: float = 1.0) -> dict:
+    "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture`, `speed` and `scale` set the style."
+    check_style(max_shapes, texture, speed, scale)
     rng = np.random.default_rng(seed)
     label = int(rng.integers(NUM_CLASSES)) if label is None else int(label)
     if label not in range(NUM_CLASSES): raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}, got {label}")
     n = int(rng.integers(1, max_shapes + 1)) if label < 2 else int(rng.integers(2, max_shapes + 1))
     kinds = np.full(n, label) if label < 2 else np.concatenate([[0, 1], rng.integers(0, 2, n - 2)])
-    size = rng.uniform(0.07, 0.16, n)          # disc radius / square half-diagonal, in frame widths
+    size = rng.uniform(0.07, 0.16, n) * scale  # disc radius / square half-diagonal, in frame widths
     speed, angle = rng.uniform(0.005, 0.04, n) * speed, rng.uniform(0, 2 * np.pi, n)
     return dict(
         label=label,
