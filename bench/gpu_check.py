@@ -261,7 +261,7 @@ def _run_config(data: Path, sz: dict, res: int, device, extra=(), workers: int =
 
 def part_train(p: Part, device, sz: dict, work: Path):
     import torch
-    from stylegan_v.train import Trainer, plan_from_run_config
+    from stylegan_v.train import Trainer
     dtype, channels_last, compile_ = TRAIN_VARIANTS[p.name]
     if dtype == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         p.skip('bf16', f'{torch.cuda.get_device_name(device)} has no bfloat16 support'); return
@@ -272,14 +272,13 @@ def part_train(p: Part, device, sz: dict, work: Path):
     data = _dataset(work, sz['res'])
     rc = _run_config(data, sz, sz['res'], device, [f'train.dtype={dtype}', f'train.channels_last={str(channels_last).lower()}',
                                                    f'train.compile={str(compile_).lower()}'])
-    plan = plan_from_run_config(rc)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    trainer = Trainer(plan)
-    p.numbers.update(resolution=sz['res'], batch=plan.batch, frames_per_video=trainer.num_frames, dtype=dtype,
+    trainer = Trainer(rc)
+    rc = trainer.rc
+    p.numbers.update(resolution=sz['res'], batch=rc.train.batch_size, frames_per_video=trainer.num_frames, dtype=dtype,
                      channels_last=channels_last, compile=compile_, modconv=trainer.modconv or "G's own",
-                     num_fp16_res=plan.G_kwargs['synthesis_kwargs']['num_fp16_res'],
-                     conv_clamp=plan.G_kwargs['synthesis_kwargs']['conv_clamp'],
+                     num_fp16_res=rc.model.num_fp16_res, conv_clamp=rc.model.conv_clamp,
                      G_params_M=round(sum(t.numel() for t in trainer.G.parameters()) / 1e6, 2),
                      D_params_M=round(sum(t.numel() for t in trainer.D.parameters()) / 1e6, 2))
     clips = iter(trainer.clip_loader())
@@ -296,8 +295,8 @@ def part_train(p: Part, device, sz: dict, work: Path):
     for _ in range(sz['warm_steps'] - 1): steps(1)
     t_main = steps(sz['timed_steps'])                          # Gmain + Dmain (steps 1..15 of every 16)
     t_reg = steps(1, at=16)                                    # Gmain + Dmain + Dreg (every 16th step)
-    frames = plan.batch * trainer.num_frames
-    t_iter = t_main + (t_reg - t_main) / plan.D_reg_interval  # the average step, lazy R1 included
+    frames = rc.train.batch_size * trainer.num_frames
+    t_iter = t_main + (t_reg - t_main) / rc.train.D_reg_interval  # the average step, lazy R1 included
     p.numbers.update(s_per_iter=round(t_main, 4), s_per_iter_with_dreg=round(t_reg, 4), s_per_iter_avg=round(t_iter, 4),
                      sec_per_kimg=round(t_iter / frames * 1000, 2), peak_gpu_mem_gb=_peak_gb(device))
     stats = trainer.tick_stats()

@@ -42,18 +42,18 @@ def main(argv=None):
     import torch
     if args.threads: torch.set_num_threads(args.threads)
     from stylegan_v.demo import DemoConfig, check_demo_config, demo_dataset, demo_run_config, LearningProbe
-    from stylegan_v.train import Trainer, keep_freed_memory, plan_from_run_config
+    from stylegan_v.train import Trainer, keep_freed_memory
     cfg = check_demo_config(DemoConfig().override(args.fields))
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     label = args.label or ('_'.join(a.replace('=', '') for a in args.fields) or 'default')
     data = demo_dataset(cfg, out / 'data')
-    plan = plan_from_run_config(demo_run_config(cfg, data))
     keep_freed_memory()
-    trainer = Trainer(plan)
+    trainer = Trainer(demo_run_config(cfg, data))
+    rc = trainer.rc
     probe = LearningProbe(trainer.dataset, num_clips=args.clips)
-    frames_per_step = plan.batch * trainer.num_frames
-    max_steps = args.steps or (None if args.minutes else round(plan.kimg * 1000 / frames_per_step))
-    print(f"{label}: {plan.G_kwargs['img_resolution']} px, batch {plan.batch}, dtype {plan.dtype}, floor FD "
+    frames_per_step = rc.train.batch_size * trainer.num_frames
+    max_steps = args.steps or (None if args.minutes else round(rc.train.kimg * 1000 / frames_per_step))
+    print(f"{label}: {rc.data.resolution} px, batch {rc.train.batch_size}, dtype {rc.train.dtype}, floor FD "
           f"{probe.floor:.3f} ({args.clips} vs {args.clips} real clips); stop at "
           f"{f'{max_steps} steps' if max_steps else f'{args.minutes} min'}", flush=True)
     head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'rss_GB':>7}"

@@ -22,7 +22,7 @@ def train(args) -> Path:
     torch.set_num_threads(args.threads)
     from stylegan_v.data.synthetic import default_synthetic_dataset
     from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
-    from stylegan_v.train import EXIT_PREEMPTED, demo_train_config, keep_freed_memory, plan_from_run_config, run_training
+    from stylegan_v.train import EXIT_PREEMPTED, demo_train_config, keep_freed_memory, run_training
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault('STYLEGAN_V_CACHE', str(out / 'cache'))   # the metric's real-data statistics live there
@@ -33,13 +33,12 @@ def train(args) -> Path:
     rc = rc.override([f'train.kimg={10 ** 6}', f'train.kimg_per_tick={args.tick_steps * frames_per_step / 1000}',
                       f'train.snap={args.snap_ticks}', 'train.progress=true', 'train.device=cpu', 'train.keep_last=2',
                       'metrics.metrics=[fvd16_16f]', f'metrics.detectors={{i3d: {i3d}}}'])
-    plan = plan_from_run_config(rc)
     keep_freed_memory()                                           # as `stylegan-v train` does on a CPU
     signal.signal(signal.SIGALRM, lambda *a: os.kill(os.getpid(), signal.SIGTERM))
     signal.alarm(int(args.minutes * 60))
     run = out / 'run'
     t0 = time.time()
-    try: run_training(plan, run, log=lambda m: print(m, flush=True))
+    try: run_training(rc, run, log=lambda m: print(m, flush=True))
     except SystemExit as e:
         if e.code != EXIT_PREEMPTED: raise
     print(f"soak ran {(time.time() - t0) / 60:.1f} min", flush=True)

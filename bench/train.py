@@ -30,7 +30,7 @@ def child(args):
     import torch
     torch.set_num_threads(args.threads)
     from stylegan_v.data.synthetic import default_synthetic_dataset
-    from stylegan_v.train import demo_train_config, load_stats, plan_from_run_config, run_training
+    from stylegan_v.train import demo_train_config, load_stats, run_training
     tmp = Path(tempfile.mkdtemp(prefix='bench-train-'))
     res = 32 if args.one == 'demo' else args.res
     data = default_synthetic_dataset(32, 32, res, root=Path(args.cache) / 'data')
@@ -46,7 +46,7 @@ def child(args):
                       f'train.channels_last={str(args.channels_last).lower()}', f'train.compile={str(args.compile).lower()}',
                       'train.snap=100000'] +
                      (['train.modconv=nonfused'] if args.one == 'original' else []))
-    plan = plan_from_run_config(rc)
+    rc = rc.resolved()  # a setting out of range: one line before the timing starts
     ctx = contextlib.nullcontext()
     if args.one != 'original':  # what `stylegan-v train` does on a CPU (the original leaves glibc's allocator alone)
         from stylegan_v.train import keep_freed_memory
@@ -55,7 +55,7 @@ def child(args):
         import stylegan_v.ops.bias_act as ba, stylegan_v.ops.upfirdn2d as ud
         ba.resolve_impl = ud.resolve_impl = lambda *a, **k: None
     t0 = time.time()
-    with ctx: run_training(plan, tmp / 'run', log=lambda *a: None)
+    with ctx: run_training(rc, tmp / 'run', log=lambda *a: None)
     stats = load_stats(tmp / 'run')[1:]  # the first tick includes warm-up
     sec_per_kimg = statistics.median(s['Timing/sec_per_kimg'] for s in stats)
     print(json.dumps({'config': args.one, 'res': res, 'batch': rc.train.batch_size, 'frames_per_step': frames_per_step,
@@ -69,10 +69,10 @@ def loader_rate(res: int, workers: int, batch: int, cache: str, seconds: float =
     "Clips per second the training loader delivers (clip stream of the built-in data)."
     import torch
     from stylegan_v.data.synthetic import default_synthetic_dataset
-    from stylegan_v.train import TrainPlan, ClipStream, RankClips, open_training_dataset, tiny_model_kwargs
+    from stylegan_v.config import RunConfig
+    from stylegan_v.train import ClipStream, RankClips, open_training_dataset
     data = default_synthetic_dataset(32, 32, res, root=Path(cache) / 'data')
-    G, D = tiny_model_kwargs(res)
-    ds = open_training_dataset(TrainPlan(data=str(data), G_kwargs=G, D_kwargs=D))
+    ds = open_training_dataset(RunConfig().override([f'data.path={data}', f'data.resolution={res}']))
     loader = torch.utils.data.DataLoader(ClipStream(ds), batch_size=batch, sampler=RankClips(batch, batch), num_workers=workers,
                                          prefetch_factor=2 if workers else None)
     it, n = iter(loader), 0

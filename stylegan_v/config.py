@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import inspect
+import math
 import os
 import re
 import typing
@@ -20,9 +21,10 @@ from fastcore.basics import patch
 from .core import Config, ConfigError
 
 # %% auto #0
-__all__ = ['POWERS_OF_TWO', 'METRIC_SETS', 'SamplingConfig', 'ModelConfig', 'DataConfig', 'TrainConfig', 'MetricsConfig',
-           'RunConfig', 'r1_gamma_auto', 'presets_dir', 'preset_names', 'preset', 'load_run_config', 'field_comments',
-           'commented_yaml']
+__all__ = ['POWERS_OF_TWO', 'SPECS', 'MODEL_PRESETS', 'METRIC_SETS', 'RANGES', 'SamplingConfig', 'ModelConfig', 'r1_gamma_auto',
+           'spec_values', 'fill_unset', 'narrow_model', 'model_preset', 'DataConfig', 'TrainConfig', 'MetricsConfig',
+           'RunConfig', 'in_range', 'settings_problems', 'presets_dir', 'preset_names', 'preset', 'load_run_config',
+           'field_comments', 'commented_yaml']
 
 # %% ../nbs/00a_config.ipynb #5048b39c
 POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # the original's `total_dists` / `dists_between_frames`
@@ -31,11 +33,11 @@ POWERS_OF_TWO = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # the origi
 class SamplingConfig(Config):
     "How training picks frame times: the original's `sampling` settings (defaults: `random`, 3 frames, span <= 32)."
     type: typing.Literal['random', 'uniform'] = 'random'
-    num_frames_per_video: int = 3
-    max_dist: typing.Optional[int] = 32                       # `random`: largest span (last minus first time)
-    total_dists: typing.Optional[typing.List[int]] = dataclasses.field(default_factory=lambda: list(POWERS_OF_TWO))
-    dists_between_frames: typing.Optional[typing.List[int]] = dataclasses.field(default_factory=lambda: list(POWERS_OF_TWO))
-    max_dist_between_frames: typing.Optional[int] = 32         # `uniform`: largest stride
+    num_frames_per_video: int = 3                             # frames D sees per video (>= 1)
+    max_dist: typing.Optional[int] = 32                       # `random`: largest span, last minus first time (>= 1 or null)
+    total_dists: typing.Optional[typing.List[int]] = dataclasses.field(default_factory=lambda: list(POWERS_OF_TWO))  # `random`: spans to pick from (>= 1 or null)
+    dists_between_frames: typing.Optional[typing.List[int]] = dataclasses.field(default_factory=lambda: list(POWERS_OF_TWO))  # `uniform`: strides (>= 1 or null)
+    max_dist_between_frames: typing.Optional[int] = 32         # `uniform`: largest stride (>= 1 or null)
 
     def __post_init__(self):
         if self.type not in ('random', 'uniform'):
@@ -53,73 +55,99 @@ class SamplingConfig(Config):
 # %% ../nbs/00a_config.ipynb #eb53a8a0
 @dataclasses.dataclass
 class ModelConfig(Config):
-    "Shape of G and D; defaults are the original's effective StyleGAN-V settings (config `auto`, spec §2.1, §3.1, §8.1)."
-    z_dim: int = 512                     # content noise
-    w_dim: int = 512
-    mapping_layers: int = 2              # G mapping depth (`map=2` for `auto`, not StyleGAN2's 8)
-    fmaps: typing.Optional[float] = None  # channel_base = fmaps * 32768; None: 0.5 below 512 px, 1 at 512 px and up
-    channel_max: int = 512
-    num_fp16_res: int = 4                # top resolutions computed in fp16
-    conv_clamp: typing.Optional[float] = 256
+    "Shape of G and D; defaults are the original's effective StyleGAN-V settings (config `auto`, spec §2.1, §3.1, §8.1); `None`: the spec's rule."
+    z_dim: int = 512                     # content noise (>= 1)
+    w_dim: int = 512                     # (>= 1)
+    mapping_layers: typing.Optional[int] = None  # G mapping depth (>= 1); None: the spec's (2 for `auto`, not StyleGAN2's 8)
+    fmaps: typing.Optional[float] = None  # channel_base = fmaps * 32768 (> 0); None: the spec's (`auto`: 0.5 below 512 px, 1 from 512 px)
+    channel_max: int = 512               # widest layer (>= 1)
+    num_fp16_res: int = 4                # top resolutions computed in fp16 (>= 0)
+    conv_clamp: typing.Optional[float] = 256  # clamp of conv outputs in fp16 (> 0 or null)
     fp32: bool = False                   # everything in fp32: num_fp16_res=0 and conv_clamp=None (original `training.fp32`)
     use_noise: bool = False
-    motion_z_dim: int = 512              # motion noise per knot
-    motion_v_dim: int = 512              # non-Fourier motion path only
-    motion_z_distance: typing.Optional[int] = None  # frames between knots; None: time_enc_min_period_len (as the original binds them)
-    motion_kernel_size: int = 11
+    motion_z_dim: int = 512              # motion noise per knot (>= 1)
+    motion_v_dim: int = 512              # motion codes after the conv over the knots (>= 1)
+    motion_z_distance: typing.Optional[int] = None  # frames between knots (>= 1); None: time_enc_min_period_len (as the original binds them)
+    motion_kernel_size: int = 11         # (>= 1)
     motion_gen_strategy: typing.Literal['conv', 'autoregressive'] = 'conv'
     motion_fourier: bool = True          # the aligned time encoder (False: MoCoGAN+SG2's MLP on the codes)
     use_fractional_t: bool = True
     input_type: typing.Literal['temporal', 'const'] = 'temporal'  # 4×4 input: constant ⊕ motion, or constant only
-    time_enc_dim: int = 256              # motion_v has 2 * time_enc_dim channels
-    time_enc_min_period_len: int = 16
-    time_enc_max_period_len: int = 1024
+    time_enc_dim: int = 256              # motion_v has 2 * time_enc_dim channels (>= 1)
+    time_enc_min_period_len: int = 16    # (>= 1)
+    time_enc_max_period_len: int = 1024  # (>= 1), not below the min
     cond_type: typing.Literal['concat_const', 'concat_w', 'sum_w'] = 'concat_const'
-    d_fmaps: typing.Optional[float] = None     # D channel_base; None: same rule as G
-    d_channel_max: typing.Optional[int] = None  # None: channel_max
-    d_mapping_layers: int = 2
-    mbstd_group_size: int = 4
-    concat_res: int = 16                 # D concatenates frames along channels at this resolution
-    num_frames_div_factor: int = 2
+    d_fmaps: typing.Optional[float] = None     # D channel_base / 32768 (> 0); None: fmaps
+    d_channel_max: typing.Optional[int] = None  # (>= 1); None: channel_max
+    d_mapping_layers: int = 2            # (>= 0)
+    mbstd_group_size: typing.Optional[int] = None  # D's minibatch-std group (>= 1); None: the spec's (`auto`: min(4, videos per GPU))
+    concat_res: int = 16                 # D concatenates frames along channels at this resolution (a block input of D: 8 .. resolution/2)
+    num_frames_div_factor: int = 2       # (>= 1)
     dummy_c: bool = False
 
 # %% ../nbs/00a_config.ipynb #d516698f
-def _channel_base(fmaps: float | None, resolution: int) -> int:
-    return int((fmaps if fmaps is not None else (1.0 if resolution >= 512 else 0.5)) * 32768)
+SPECS = {  # the original's `cfg` specs (src/train.py): videos per step, mbstd group, fmaps, lr, R1 gamma, EMA kimg, mapping layers
+    'stylegan2': dict(batch=32, mbstd=4, fmaps=1, lr=0.002, r1_gamma=10, ema_kimg=10, map=8),
+    'paper256':  dict(batch=64, mbstd=8, fmaps=0.5, lr=0.0025, r1_gamma=1, ema_kimg=20, map=8),
+    'paper512':  dict(batch=64, mbstd=8, fmaps=1, lr=0.0025, r1_gamma=0.5, ema_kimg=20, map=8),
+    'paper1024': dict(batch=32, mbstd=4, fmaps=1, lr=0.002, r1_gamma=2, ema_kimg=10, map=8),
+    'cifar':     dict(batch=64, mbstd=32, fmaps=1, lr=0.0025, r1_gamma=0.01, ema_kimg=500, map=2)}
+
+def r1_gamma_auto(resolution: int, batch: int) -> float:
+    "The `auto` config's R1 weight: 0.0002·res²/batch (batch in videos); the one home of that rule."
+    if resolution <= 0 or batch <= 0: raise ValueError(f"r1_gamma_auto: expected resolution > 0 and batch > 0, got {resolution}, {batch}")
+    return 0.0002 * resolution ** 2 / batch
+
+def spec_values(spec: str, resolution: int, batch: int | None = None, num_gpus: int = 1) -> dict:
+    "The original's spec (`auto` or a `SPECS` name) at `resolution`: its values, with `batch` videos per step when that is set."
+    if spec in SPECS: return {**SPECS[spec], **({} if batch is None else {'batch': batch})}
+    if spec != 'auto': raise ConfigError(f"train.spec: expected 'auto' or one of {sorted(SPECS)}, got {spec!r}")
+    mb = 64 if batch is None else batch
+    return dict(batch=mb, mbstd=min(4, max(mb // num_gpus, 1)), fmaps=1 if resolution >= 512 else 0.5,
+                lr=0.002 if resolution >= 1024 else 0.0025, r1_gamma=r1_gamma_auto(resolution, mb), ema_kimg=mb * 10 / 32, map=2)
+
+def fill_unset(cfg: Config, **values) -> Config:
+    "A copy of `cfg` whose unset (`None`) fields among `values` take those values; fields that are set are kept."
+    return dataclasses.replace(cfg, **{k: v for k, v in values.items() if getattr(cfg, k) is None})
+
+# %% ../nbs/00a_config.ipynb #6e95d73d
+@patch
+def resolved(self: ModelConfig, resolution: int, spec: str = 'auto', batch: int | None = None, num_gpus: int = 1) -> ModelConfig:
+    "A copy with the unset shape fields filled by `spec`'s rules at `resolution` (and `batch` videos over `num_gpus`: the mbstd group)."
+    s = spec_values(spec, resolution, batch, num_gpus)
+    m = fill_unset(self, fmaps=s['fmaps'], mapping_layers=s['map'], mbstd_group_size=s['mbstd'],
+                   motion_z_distance=self.time_enc_min_period_len)
+    return fill_unset(m, d_fmaps=m.fmaps, d_channel_max=m.channel_max)
 
 def _precision(m: ModelConfig) -> dict:
     return {'num_fp16_res': 0, 'conv_clamp': None} if m.fp32 else {'num_fp16_res': m.num_fp16_res, 'conv_clamp': m.conv_clamp}
 
+# %% ../nbs/00a_config.ipynb #59ba1944
 @patch
 def generator_kwargs(self: ModelConfig, resolution: int = 256, c_dim: int = 0, sampling: SamplingConfig | None = None,
                      max_num_frames: int = 1024, fps: int = 25) -> dict:
     "The original's `G_ctor` kwargs (our `Generator(**kwargs)`) for frames of `resolution` px and `c_dim` labels."
-    sampling = sampling or SamplingConfig()
-    cfg = {'z_dim': self.z_dim, 'w_dim': self.w_dim, 'c_dim': c_dim, 'use_noise': self.use_noise, 'input': {'type': self.input_type},
-           'motion': {'z_dim': self.motion_z_dim, 'v_dim': self.motion_v_dim, 'kernel_size': self.motion_kernel_size,
-                      'motion_z_distance': self.motion_z_distance or self.time_enc_min_period_len,
-                      'gen_strategy': self.motion_gen_strategy, 'use_fractional_t': self.use_fractional_t,
-                      'fourier': self.motion_fourier},
-           'time_enc': {'cond_type': self.cond_type, 'dim': self.time_enc_dim, 'min_period_len': self.time_enc_min_period_len,
-                        'max_period_len': self.time_enc_max_period_len, 'phase_dropout_std': 1.0},
+    m, sampling = self.resolved(resolution), sampling or SamplingConfig()
+    cfg = {'z_dim': m.z_dim, 'w_dim': m.w_dim, 'c_dim': c_dim, 'use_noise': m.use_noise, 'input': {'type': m.input_type},
+           'motion': {'z_dim': m.motion_z_dim, 'v_dim': m.motion_v_dim, 'kernel_size': m.motion_kernel_size,
+                      'motion_z_distance': m.motion_z_distance, 'gen_strategy': m.motion_gen_strategy,
+                      'use_fractional_t': m.use_fractional_t, 'fourier': m.motion_fourier},
+           'time_enc': {'cond_type': m.cond_type, 'dim': m.time_enc_dim, 'min_period_len': m.time_enc_min_period_len,
+                        'max_period_len': m.time_enc_max_period_len, 'phase_dropout_std': 1.0},
            'sampling': sampling.network_dict(max_num_frames, fps)}
-    return dict(c_dim=c_dim, w_dim=self.w_dim, img_resolution=resolution, img_channels=3,
-                mapping_kwargs={'num_layers': self.mapping_layers},
-                synthesis_kwargs={'channel_base': _channel_base(self.fmaps, resolution), 'channel_max': self.channel_max,
-                                  **_precision(self)}, cfg=cfg)
+    return dict(c_dim=c_dim, w_dim=m.w_dim, img_resolution=resolution, img_channels=3, mapping_kwargs={'num_layers': m.mapping_layers},
+                synthesis_kwargs={'channel_base': int(m.fmaps * 32768), 'channel_max': m.channel_max, **_precision(m)}, cfg=cfg)
 
 @patch
 def discriminator_kwargs(self: ModelConfig, resolution: int = 256, c_dim: int = 0, sampling: SamplingConfig | None = None,
                          max_num_frames: int = 1024, fps: int = 25, freeze_layers: int = 0) -> dict:
     "The original's `D_ctor` kwargs (our `Discriminator(**kwargs)`)."
-    sampling = sampling or SamplingConfig()
-    cfg = {'mbstd_group_size': self.mbstd_group_size, 'concat_res': self.concat_res, 'dummy_c': self.dummy_c,
-           'num_frames_div_factor': self.num_frames_div_factor, 'sampling': sampling.network_dict(max_num_frames, fps)}
-    return dict(c_dim=c_dim, img_resolution=resolution, img_channels=3, architecture='resnet',
-                channel_base=_channel_base(self.d_fmaps if self.d_fmaps is not None else self.fmaps, resolution),
-                channel_max=self.d_channel_max or self.channel_max, **_precision(self),
-                block_kwargs={'freeze_layers': freeze_layers}, mapping_kwargs={'num_layers': self.d_mapping_layers},
-                epilogue_kwargs={'mbstd_group_size': self.mbstd_group_size}, cfg=cfg)
+    m, sampling = self.resolved(resolution), sampling or SamplingConfig()
+    cfg = {'mbstd_group_size': m.mbstd_group_size, 'concat_res': m.concat_res, 'dummy_c': m.dummy_c,
+           'num_frames_div_factor': m.num_frames_div_factor, 'sampling': sampling.network_dict(max_num_frames, fps)}
+    return dict(c_dim=c_dim, img_resolution=resolution, img_channels=3, architecture='resnet', channel_base=int(m.d_fmaps * 32768),
+                channel_max=m.d_channel_max, **_precision(m), block_kwargs={'freeze_layers': freeze_layers},
+                mapping_kwargs={'num_layers': m.d_mapping_layers}, epilogue_kwargs={'mbstd_group_size': m.mbstd_group_size}, cfg=cfg)
 
 # %% ../nbs/00a_config.ipynb #32e0db06
 @patch(cls_method=True)
@@ -127,9 +155,10 @@ def from_network_kwargs(cls: ModelConfig, G_kwargs: dict, D_kwargs: dict | None 
     "The inverse of `generator_kwargs` / `discriminator_kwargs`: a `ModelConfig` from a network's ctor kwargs (e.g. `G.init_kwargs`)."
     g, syn, cfg = G_kwargs, G_kwargs.get('synthesis_kwargs') or {}, G_kwargs.get('cfg') or {}
     motion, te, res = cfg.get('motion', {}), cfg.get('time_enc', {}), g['img_resolution']
+    auto_fmaps = spec_values('auto', res)['fmaps']
     defaults = cls()
     def fmaps_of(base):  # None when the base is what the resolution rule gives
-        return None if base is None or base == _channel_base(None, res) else base / 32768
+        return None if base is None or base == int(auto_fmaps * 32768) else base / 32768
     fp32 = syn.get('num_fp16_res', 0) == 0 and syn.get('conv_clamp') is None
     mzd, min_period = motion.get('motion_z_distance', 16), te.get('min_period_len')
     kw = dict(z_dim=cfg.get('z_dim', defaults.z_dim), w_dim=g['w_dim'], mapping_layers=(g.get('mapping_kwargs') or {}).get('num_layers', 2),
@@ -146,7 +175,7 @@ def from_network_kwargs(cls: ModelConfig, G_kwargs: dict, D_kwargs: dict | None 
     if D_kwargs is not None:
         dcfg = D_kwargs.get('cfg') or {}
         d_fmaps = fmaps_of(D_kwargs.get('channel_base', 32768))
-        kw.update(d_fmaps=None if d_fmaps == kw['fmaps'] else (d_fmaps if d_fmaps is not None else _channel_base(None, res) / 32768),
+        kw.update(d_fmaps=None if d_fmaps == kw['fmaps'] else (d_fmaps if d_fmaps is not None else auto_fmaps),
                   d_channel_max=None if D_kwargs.get('channel_max', 512) == kw['channel_max'] else D_kwargs.get('channel_max', 512),
                   d_mapping_layers=(D_kwargs.get('mapping_kwargs') or {}).get('num_layers', 2),
                   mbstd_group_size=(D_kwargs.get('epilogue_kwargs') or {}).get('mbstd_group_size', dcfg.get('mbstd_group_size', 4)),
@@ -154,72 +183,92 @@ def from_network_kwargs(cls: ModelConfig, G_kwargs: dict, D_kwargs: dict | None 
                   dummy_c=dcfg.get('dummy_c', False))
     return cls.from_dict(kw)
 
+# %% ../nbs/00a_config.ipynb #7ec0ffbb
+def narrow_model(channels: int, **fields) -> ModelConfig:
+    "A StyleGAN-V `channels` wide at every resolution up to 1024 px, its codes and time encoding scaled with it, in fp32."
+    dim = max(channels, 16)
+    return ModelConfig(z_dim=dim, w_dim=dim, motion_z_dim=dim, time_enc_dim=dim // 2, time_enc_min_period_len=8,
+                       time_enc_max_period_len=256, fmaps=1.0, channel_max=channels, fp32=True, **fields)
+
+MODEL_PRESETS = {  # the small models, by name: tests, the demo, the explorer's untrained G, the docs
+    'tiny': narrow_model(16, motion_v_dim=16, mbstd_group_size=2, concat_res=8),  # the loop's tests at 16 px: seconds a run
+    'demo': narrow_model(32, mbstd_group_size=4),  # what `stylegan-v demo` trains (32 wide at 32 px; `train.demo_train_config`)
+    'small': ModelConfig(z_dim=128, w_dim=128, fmaps=2048 / 32768, channel_max=128, fp32=True, motion_z_dim=128, motion_v_dim=128,
+                         time_enc_dim=64, time_enc_min_period_len=8, time_enc_max_period_len=256),  # 128 wide at 16 px, 32 at 64 px
+}
+
+def model_preset(name: str, **fields) -> ModelConfig:
+    "The `ModelConfig` of the preset `name` (`MODEL_PRESETS`), with `fields` changed."
+    if name not in MODEL_PRESETS: raise ConfigError(f"unknown model preset {name!r}; expected one of {sorted(MODEL_PRESETS)}")
+    return dataclasses.replace(MODEL_PRESETS[name], **fields)
+
 # %% ../nbs/00a_config.ipynb #b0bda1c9
 @dataclasses.dataclass
 class DataConfig(Config):
     "The training videos: where they are and how they are read (the original's `dataset` node plus `training.mirror/subset`)."
     name: typing.Optional[str] = None    # a label for the run's name; the original's `dataset.name`
     path: typing.Optional[str] = None    # dataset dir, zip, or folder of videos (`stylegan-v prepare` writes these)
-    resolution: int = 256
-    fps: int = 25                        # the footage's frame rate (for writing samples; models see frame indices)
-    max_num_frames: int = 1024           # longer videos are cut to a random window of this many frames
+    resolution: int = 256                # frame size in px (a power of two >= 4)
+    fps: int = 25                        # the footage's frame rate, for writing samples; models see frame indices (>= 1)
+    max_num_frames: int = 1024           # longer videos are cut to a random window of this many frames (>= 1)
     mirror: bool = True                  # x-flip doubling: every video also seen mirrored (all frames together)
-    subset: typing.Optional[int] = None  # use only the first N videos
+    subset: typing.Optional[int] = None  # use only the first N videos (>= 1 or null)
     labels: bool = False                 # condition on the dataset's labels (dataset.json)
-    c_dim: int = 0                       # label size: > 0 exactly when `labels` is on
-    max_bad_fraction: float = 0.01       # unreadable videos are left out (one warning) up to this fraction; above it, refused
+    c_dim: int = 0                       # label size: > 0 exactly when `labels` is on (>= 0)
+    max_bad_fraction: float = 0.01       # unreadable videos are left out (one warning) up to this fraction; above it, refused ([0, 1])
 
     def __post_init__(self):
         r = self.resolution
         if r < 4 or r & (r - 1): raise ConfigError(f"DataConfig.resolution: expected a power of two >= 4, got {r}")
         if self.labels != (self.c_dim > 0):
             raise ConfigError(f"DataConfig.labels={self.labels} with c_dim={self.c_dim}: expected labels on exactly when c_dim > 0")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise ConfigError(f"DataConfig.max_bad_fraction: expected a fraction in [0, 1], got {self.max_bad_fraction}")
-        for k in ('fps', 'max_num_frames'):
-            if getattr(self, k) < 1: raise ConfigError(f"DataConfig.{k}: expected a positive integer, got {getattr(self, k)}")
 
 # %% ../nbs/00a_config.ipynb #6027ef00
 @dataclasses.dataclass
 class TrainConfig(Config):
-    "Optimisation and bookkeeping; `None` means the original's `auto` rule (resolved by `RunConfig.resolved`)."
-    kimg: float = 25000                  # length in thousands of *frames* shown to D (spec §0.2); fractions allowed
-    batch_size: int = 64                 # videos per step, over all GPUs
-    batch_gpu: typing.Optional[int] = None  # videos per GPU per accumulation round; None: the most that fit in memory (<= batch_size / num_gpus)
-    memory_budget_gb: typing.Optional[float] = None  # memory a training step may take (GiB) when batch_gpu is unset; None: what is free
-    lr: typing.Optional[float] = None    # None: 0.0025 (0.002 at 1024 px)
-    betas: typing.Tuple[float, float] = (0.0, 0.99)
-    eps: float = 1e-8
-    r1_gamma: typing.Optional[float] = None  # None: 0.0002 * resolution**2 / batch_size
-    ema_kimg: typing.Optional[float] = None  # None: batch_size * 10 / 32
-    ema_rampup: typing.Optional[float] = None  # fresh runs of the original get None (spec §0.3)
-    G_reg_interval: int = 4
-    D_reg_interval: int = 16
+    "Optimisation and bookkeeping; `None` means the spec's rule (`auto`: the original's), filled in by `RunConfig.resolved`."
+    kimg: float = 25000                  # length in thousands of *frames* shown to D (spec §0.2); fractions allowed (> 0)
+    batch_size: typing.Optional[int] = None  # videos per step, over all GPUs (>= 1); None: the spec's (64 for `auto`)
+    batch_gpu: typing.Optional[int] = None  # videos per GPU per accumulation round (>= 1 or null); None: the most that fit in memory
+    memory_budget_gb: typing.Optional[float] = None  # memory a step may take (GiB) when batch_gpu is unset (> 0 or null); None: what is free
+    lr: typing.Optional[float] = None    # G and D learning rate (> 0); None: the spec's (`auto`: 0.0025, 0.002 at 1024 px)
+    betas: typing.Tuple[float, float] = (0.0, 0.99)  # Adam's betas ([0, 1))
+    eps: float = 1e-8                    # Adam's epsilon (> 0)
+    r1_gamma: typing.Optional[float] = None  # R1 weight (>= 0); None: the spec's (`auto`: 0.0002 * resolution**2 / batch_size)
+    ema_kimg: typing.Optional[float] = None  # G_ema half-life in kimg (>= 0); None: the spec's (`auto`: batch_size * 10 / 32)
+    ema_rampup: typing.Optional[float] = None  # (>= 0 or null); fresh runs of the original get None (spec §0.3)
+    G_reg_interval: typing.Optional[int] = 4   # lazy regularisation every N steps (>= 1 or null); None: with the main loss
+    D_reg_interval: typing.Optional[int] = 16  # (>= 1 or null); None: R1 with the main loss every step
     aug: typing.Literal['ada', 'fixed', 'noaug'] = 'ada'
     augpipe: str = 'bgc'
-    ada_target: float = 0.6
-    ada_interval: int = 4
-    ada_kimg: float = 100
-    p: typing.Optional[float] = None     # augment probability for aug='fixed'
+    ada_target: float = 0.6              # ADA's target sign of D's real logits ([0, 1])
+    ada_interval: int = 4                # steps between ADA updates (>= 1)
+    ada_kimg: float = 100                # kimg for ADA's p to go from 0 to 1 (> 0)
+    p: typing.Optional[float] = None     # augment probability for aug='fixed' ([0, 1] or null)
     video_consistent_aug: bool = True
-    freezed: int = 0                     # Freeze-D: layers of D not trained
-    kimg_per_tick: float = 5
-    snap: int = 200                      # ticks between snapshots (and metric evaluations)
-    seed: int = 0
-    num_workers: int = 3
+    freezed: int = 0                     # Freeze-D: layers of D not trained (>= 0)
+    kimg_per_tick: float = 5             # kimg between log lines (> 0)
+    snap: int = 200                      # ticks between snapshots and metric evaluations (>= 1)
+    seed: int = 0                        # (>= 0)
+    num_workers: int = 3                 # data loader processes (>= 0)
     resume: typing.Optional[str] = None  # 'latest' (the run in --outdir; error if none), 'auto' (it, else a new run: requeued jobs) or a snapshot file
-    cfg: str = 'auto'                    # the original's spec: auto | stylegan2 | paper256 | paper512 | paper1024 | cifar
-    dtype: typing.Optional[str] = None   # 'fp32' | 'fp16' (top-4 blocks + conv_clamp) | 'bf16' (autocast); None: fp32 if model.fp32
+    spec: typing.Literal['auto', 'stylegan2', 'paper256', 'paper512', 'paper1024', 'cifar'] = 'auto'  # the original's `cfg` spec (`SPECS`)
+    dtype: typing.Optional[typing.Literal['fp32', 'fp16', 'bf16']] = None  # 'fp16': top blocks + conv_clamp; 'bf16': autocast; None: fp32 if model.fp32
     channels_last: bool = False          # G and D memory format
     compile: bool = False                # torch.compile of G's mapping and synthesis
     modconv: typing.Optional[str] = None # G's modulated-conv path: 'per_video', 'nonfused'; None: train.default_modconv's rule
     allow_tf32: bool = False
-    nobench: bool = False
-    keep_last: int = 5                   # snapshots kept besides the best one (0: keep all)
-    grid_videos: int = 8                 # videos per half of the snapshot grid
-    grid_frames: int = 16                # frames of the snapshot grid video
+    keep_last: int = 5                   # snapshots kept besides the best one; 0: keep all (>= 0)
+    grid_videos: int = 8                 # videos per half of the snapshot grid (>= 1)
+    grid_frames: int = 16                # frames of the snapshot grid video (>= 1)
     device: str = 'auto'                 # 'auto', 'cpu', 'cuda' (a torchrun job: each rank its LOCAL_RANK's GPU)
     progress: bool = True                # tqdm bar on rank 0
+
+    @classmethod
+    def from_dict(cls, d: dict, _where: str | None = None):
+        "As `Config.from_dict`; the keys of older runs' `run.json` read too (`cfg` is now `spec`; `nobench` was never read)."
+        d = {('spec' if k == 'cfg' else k): v for k, v in d.items() if k != 'nobench'} if isinstance(d, dict) else d
+        return super().from_dict(d, _where)
 
 # %% ../nbs/00a_config.ipynb #ae5e63bc
 METRIC_SETS = {'paper': ['fvd2048_16f', 'fvd2048_128f', 'fvd2048_128f_subsample8f', 'fid50k_full']}  # the original's training.metrics
@@ -228,13 +277,17 @@ METRIC_SETS = {'paper': ['fvd2048_16f', 'fvd2048_128f', 'fvd2048_128f_subsample8
 class MetricsConfig(Config):
     "Which metrics a run computes at its snapshots and how: one FVD by default; `metrics=[paper]` is the original's four."
     metrics: typing.List[str] = dataclasses.field(default_factory=lambda: ['fvd2048_16f'])
-    num_runs: int = 1
+    num_runs: int = 1                    # evaluations averaged per metric (>= 1)
     detectors: typing.Dict[str, str] = dataclasses.field(default_factory=dict)  # NAME: file or URL, e.g. {i3d: /models/i3d.pt}
     best_metric: typing.Optional[str] = None  # keep the snapshot that is best by this metric; None: the first metric
 
     def names(self) -> list[str]:
         "The metric names, with the named sets (`paper`) expanded."
         return [m for name in self.metrics for m in METRIC_SETS.get(name, [name])]
+
+    def compute_kwargs(self) -> dict:
+        "The keyword arguments `metrics.evaluate.compute_metric` takes from this config."
+        return {'num_runs': self.num_runs, **({'detectors': dict(self.detectors)} if self.detectors else {})}
 
 # %% ../nbs/00a_config.ipynb #5c166d1d
 @dataclasses.dataclass
@@ -250,29 +303,75 @@ class RunConfig(Config):
 
     def generator_kwargs(self) -> dict:
         "`Generator(**kwargs)` for this run (model shape + the data's resolution, labels and frame cap + the sampling)."
-        d = self.data
-        return self.model.generator_kwargs(d.resolution, d.c_dim, self.sampling, d.max_num_frames, d.fps)
+        d, m = self.data, self.model.resolved(self.data.resolution, self.train.spec, self.train.batch_size)
+        return m.generator_kwargs(d.resolution, d.c_dim, self.sampling, d.max_num_frames, d.fps)
 
     def discriminator_kwargs(self) -> dict:
         "`Discriminator(**kwargs)` for this run."
-        d = self.data
-        return self.model.discriminator_kwargs(d.resolution, d.c_dim, self.sampling, d.max_num_frames, d.fps, self.train.freezed)
+        d, m = self.data, self.model.resolved(self.data.resolution, self.train.spec, self.train.batch_size)
+        return m.discriminator_kwargs(d.resolution, d.c_dim, self.sampling, d.max_num_frames, d.fps, self.train.freezed)
 
 # %% ../nbs/00a_config.ipynb #896b21da
-def r1_gamma_auto(resolution: int, batch: int) -> float:
-    "The `auto` config's R1 weight: 0.0002·res²/batch (batch in videos); the one home of that rule."
-    if resolution <= 0 or batch <= 0: raise ValueError(f"r1_gamma_auto: expected resolution > 0 and batch > 0, got {resolution}, {batch}")
-    return 0.0002 * resolution ** 2 / batch
+RANGES = {  # key: its range, as its field's comment states it; checked when a run's config is resolved, before any folder is made
+    **{f'model.{k}': '>= 1' for k in ('z_dim', 'w_dim', 'mapping_layers', 'channel_max', 'motion_z_dim', 'motion_v_dim', 'motion_z_distance',
+                                      'motion_kernel_size', 'time_enc_dim', 'time_enc_min_period_len', 'time_enc_max_period_len',
+                                      'd_channel_max', 'mbstd_group_size', 'num_frames_div_factor')},
+    'model.fmaps': '> 0', 'model.d_fmaps': '> 0', 'model.num_fp16_res': '>= 0', 'model.conv_clamp': '> 0 or null',
+    'model.d_mapping_layers': '>= 0', 'data.fps': '>= 1', 'data.max_num_frames': '>= 1', 'data.subset': '>= 1 or null',
+    'data.c_dim': '>= 0', 'data.max_bad_fraction': '[0, 1]', 'sampling.num_frames_per_video': '>= 1',
+    **{f'sampling.{k}': '>= 1 or null' for k in ('max_dist', 'total_dists', 'dists_between_frames', 'max_dist_between_frames')},
+    'train.kimg': '> 0', 'train.batch_size': '>= 1', 'train.batch_gpu': '>= 1 or null', 'train.memory_budget_gb': '> 0 or null',
+    'train.lr': '> 0', 'train.betas': '[0, 1)', 'train.eps': '> 0', 'train.r1_gamma': '>= 0', 'train.ema_kimg': '>= 0',
+    'train.ema_rampup': '>= 0 or null', 'train.G_reg_interval': '>= 1 or null', 'train.D_reg_interval': '>= 1 or null',
+    'train.ada_target': '[0, 1]', 'train.ada_interval': '>= 1', 'train.ada_kimg': '> 0', 'train.p': '[0, 1] or null',
+    'train.freezed': '>= 0', 'train.kimg_per_tick': '> 0', 'train.snap': '>= 1', 'train.seed': '>= 0', 'train.num_workers': '>= 0',
+    'train.keep_last': '>= 0', 'train.grid_videos': '>= 1', 'train.grid_frames': '>= 1', 'metrics.num_runs': '>= 1'}
+
+def in_range(value, what: str) -> bool:
+    "Whether `value` (a number, a list of numbers, or None) lies in `what`: '>= 1', '> 0', '[0, 1]', '[0, 1)', each maybe '... or null'."
+    if value is None: return what.endswith(' or null')
+    if isinstance(value, (list, tuple)): return all(in_range(v, what) for v in value)
+    rng = what.removesuffix(' or null')
+    if rng[0] in '[(':
+        lo, hi = (float(x) for x in rng[1:-1].split(','))
+        return (lo <= value if rng[0] == '[' else lo < value) and (value <= hi if rng[-1] == ']' else value < hi)
+    op, bound = rng.split()
+    return value >= float(bound) if op == '>=' else value > float(bound)
+
+# %% ../nbs/00a_config.ipynb #0cc0b36d
+def settings_problems(rc: RunConfig, num_gpus: int = 1) -> list[str]:
+    "What the networks or the loop would refuse in the resolved `rc`, one `key=value (expected ...)` each."
+    value = lambda key: getattr(getattr(rc, key.split('.')[0]), key.split('.')[1])
+    bad = [f"{k}={value(k)} (expected {what})" for k, what in RANGES.items() if not in_range(value(k), what)]
+    m, t, res = rc.model, rc.train, rc.data.resolution
+    joins = [2 ** i for i in range(int(math.log2(res)) - 1, 2, -1)]  # D joins the frames at the input of one of its blocks
+    if rc.sampling.num_frames_per_video > 1 and m.concat_res not in joins:
+        bad.append(f"model.concat_res={m.concat_res} with data.resolution={res} (expected one of {joins or 'none: resolution >= 16 is needed'})")
+    if m.time_enc_max_period_len < m.time_enc_min_period_len:
+        bad.append(f"model.time_enc_max_period_len={m.time_enc_max_period_len} (expected >= time_enc_min_period_len={m.time_enc_min_period_len})")
+    if t.batch_size % num_gpus or (t.batch_gpu is not None and t.batch_gpu >= 1 and t.batch_size % (t.batch_gpu * num_gpus)):
+        bad.append(f"train.batch_size={t.batch_size} (expected a multiple of {num_gpus} process(es) x train.batch_gpu={t.batch_gpu or 1})")
+    if t.aug == 'fixed' and t.p is None: bad.append("train.p=None with train.aug=fixed (expected the augmentation probability)")
+    names = rc.metrics.names()
+    if rc.metrics.best_metric is not None and rc.metrics.best_metric not in names:
+        bad.append(f"metrics.best_metric={rc.metrics.best_metric} (expected one of the metrics computed: {', '.join(names) or 'none'})")
+    return bad
 
 @patch
-def resolved(self: RunConfig) -> RunConfig:
-    "A copy with every `auto` (`None`) training value replaced by the original's rule for this resolution and batch."
+def resolved(self: RunConfig, num_gpus: int = 1) -> RunConfig:
+    "A copy with every unset (`None`) value filled by the spec's rule for this resolution, batch and job size; out-of-range settings refused."
     t, res = self.train, self.data.resolution
-    train = dataclasses.replace(t,
-        lr=t.lr if t.lr is not None else (0.002 if res >= 1024 else 0.0025),
-        r1_gamma=t.r1_gamma if t.r1_gamma is not None else r1_gamma_auto(res, t.batch_size),
-        ema_kimg=t.ema_kimg if t.ema_kimg is not None else t.batch_size * 10 / 32)
-    return dataclasses.replace(self, train=train)
+    batch = t.batch_size if (t.batch_size or 0) >= 1 else None  # a batch out of range is reported below, with the rest
+    s = spec_values(t.spec, res, batch, num_gpus)
+    dtype = t.dtype or ('fp32' if self.model.fp32 else 'fp16')
+    model = self.model.resolved(res, t.spec, batch, num_gpus)
+    if dtype != 'fp16' or model.fp32: model = dataclasses.replace(model, num_fp16_res=0, conv_clamp=None)  # as the networks get them
+    train = fill_unset(t, batch_size=s['batch'], lr=s['lr'], r1_gamma=s['r1_gamma'], ema_kimg=s['ema_kimg'], dtype=dtype)
+    names = self.metrics.names()
+    metrics = fill_unset(dataclasses.replace(self.metrics, metrics=names), best_metric=names[0] if names else None)
+    rc = dataclasses.replace(self, model=model, train=train, metrics=metrics)
+    if bad := settings_problems(rc, num_gpus): raise ConfigError(f"settings out of range: {'; '.join(bad)}")
+    return rc
 
 # %% ../nbs/00a_config.ipynb #0260feee
 def presets_dir() -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .core import Config, UsageError, seed_everything, atomic_path, atomic_write_bytes
-from .config import ModelConfig, RunConfig, SamplingConfig
+from .config import RunConfig, SamplingConfig, model_preset
 from .cliutils import add_force, add_outdir, add_overrides, command_parser, run_command
 from .data.layout import encode_frame
 from .data.video import write_video
@@ -26,7 +26,7 @@ from . import checkpoints
 from .generate import decomposition_seeds, videos_array, video_grid, generate
 from .metrics.stats import frechet_distance
 from .train import (RUN_FILE, ClipStream, Trainer, counter_seed, demo_train_config, find_snapshots,
-                              open_training_dataset, plan_from_run_config, plot_training, train)
+                              open_training_dataset, plot_training, train)
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif', 'native_bf16',
@@ -64,8 +64,7 @@ class DemoConfig(Config):
     checkpoint: str | None = None  # optional: an original network-snapshot pickle or one of ours, rendered too
 
 # %% ../nbs/09_demo.ipynb #d4c59113
-DEMO_MODEL = ModelConfig(z_dim=128, w_dim=128, fmaps=2048 / 32768, channel_max=128, fp32=True, motion_z_dim=128,
-                         motion_v_dim=128, time_enc_dim=64, time_enc_min_period_len=8, time_enc_max_period_len=256)
+DEMO_MODEL = model_preset('small')   # 128 wide at 16 px, 32 at 64 px (config.MODEL_PRESETS)
 
 def small_model_kwargs(resolution: int = 64, max_num_frames: int = 32) -> tuple[dict, dict]:
     "Constructor kwargs (the original's G_ctor / D_ctor shape) of the demo-size StyleGAN-V G and D (`DEMO_MODEL`)."
@@ -259,9 +258,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     rc = demo_run_config(cfg, data)
     evidence, probe = {}, None
     if cfg.evidence_clips:
-        plan = plan_from_run_config(rc)
-        probe = LearningProbe(open_training_dataset(plan), num_clips=cfg.evidence_clips)
-        evidence['init'] = probe(Trainer(plan).G_ema)
+        probe = LearningProbe(open_training_dataset(rc), num_clips=cfg.evidence_clips)
+        evidence['init'] = probe(Trainer(rc).G_ema)
     t_train = time.time()
     run = train(rc, _fresh_run_dir(out / 'train'), log=lambda *a: None)
     summary['train'] = {'seconds': round(time.time() - t_train, 1), 'steps': run['steps'], 'kimg': run['kimg'],

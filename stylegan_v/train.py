@@ -39,22 +39,21 @@ from .augment import augment_setup
 from .loss import StyleGANVLoss, ema_beta, lazy_adam, phase_plan, sanitize_grads, update_ema
 from . import distributed as sdist
 from .cliutils import add_outdir, add_overrides, command_parser, run_command
-from .config import RunConfig, commented_yaml, load_run_config, r1_gamma_auto
+from .config import RunConfig, commented_yaml, load_run_config, narrow_model
 from .metrics.detectors import parse_detector_overrides
 
 # %% auto #0
-__all__ = ['MAX_DECODE_SKIPS', 'CFG_SPECS', 'DTYPES', 'RESUME_SAFE_FIELDS', 'PER_VIDEO_MIN_CHANNELS', 'LOADER_TIMEOUT_S',
-           'UNFINISHED_FILES', 'EXIT_PREEMPTED', 'STOP_SIGNALS', 'RANGES', 'TRAIN_EPILOG', 'counter_seed',
-           'seed_from_counters', 'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'resolve_spec',
-           'apply_precision', 'TrainPlan', 'TrainingDiverged', 'Trainer', 'open_training_dataset', 'default_modconv',
-           'fp32_forward', 'make_augment', 'available_memory', 'reset_peak_memory', 'peak_memory', 'fit_batch_gpu',
-           'measure_step', 'choose_batch_gpu', 'next_rounds', 'train_step', 'clip_loader', 'loader_worker_init',
-           'training_record', 'save_snapshot', 'snapshot_bytes', 'load_snapshot', 'pending_by_rank',
-           'tiny_model_kwargs', 'snapshot_grid', 'write_grid', 'check_resume_compatible', 'holds_run', 'no_run_error',
-           'clear_unfinished', 'resume_point', 'RunLog', 'tick_stats', 'best_by_metric', 'prune_snapshots',
-           'grid_labels', 'write_reals', 'evaluate_snapshot', 'check_metrics', 'take_snapshot', 'stop_snapshot',
-           'TrainingStopped', 'StopSignals', 'agreed_stop', 'run_training', 'apply_cfg_spec', 'check_ranges',
-           'plan_from_run_config', 'train', 'run_overrides', 'stored_run_config', 'config_from_args',
+__all__ = ['MAX_DECODE_SKIPS', 'PER_VIDEO_MIN_CHANNELS', 'LOADER_TIMEOUT_S', 'RESUME_SAFE', 'LEGACY_PLAN_KEYS',
+           'UNFINISHED_FILES', 'EXIT_PREEMPTED', 'STOP_SIGNALS', 'TRAIN_EPILOG', 'counter_seed', 'seed_from_counters',
+           'ClipStream', 'RankClips', 'pack_state', 'unpack_state', 'TrainingDiverged', 'Trainer',
+           'open_training_dataset', 'default_modconv', 'fp32_forward', 'make_augment', 'available_memory',
+           'reset_peak_memory', 'peak_memory', 'fit_batch_gpu', 'measure_step', 'choose_batch_gpu', 'next_rounds',
+           'train_step', 'clip_loader', 'loader_worker_init', 'training_record', 'save_snapshot', 'snapshot_bytes',
+           'load_snapshot', 'pending_by_rank', 'snapshot_grid', 'write_grid', 'flat_settings', 'network_shape',
+           'snapshot_settings', 'check_resume_compatible', 'holds_run', 'no_run_error', 'clear_unfinished',
+           'resume_point', 'RunLog', 'tick_stats', 'best_by_metric', 'prune_snapshots', 'grid_labels', 'write_reals',
+           'evaluate_snapshot', 'check_metrics', 'take_snapshot', 'stop_snapshot', 'TrainingStopped', 'StopSignals',
+           'agreed_stop', 'run_training', 'train', 'run_overrides', 'stored_run_config', 'config_from_args',
            'keep_freed_memory', 'cli_main', 'run_notebook', 'plot_training', 'demo_train_config']
 
 # %% ../nbs/07a_train.ipynb #16e43f97
@@ -139,159 +138,63 @@ def unpack_state(tensors: dict, skeleton):
         return {k: dec(v) for k, v in x['__items__']}
     return dec(skeleton)
 
-# %% ../nbs/07a_train.ipynb #32c8949d
-CFG_SPECS = {  # name: (mb, mbstd, fmaps, lrate, gamma, ema_kimg, ramp, map)
-    'stylegan2': (32, 4, 1, 0.002, 10, 10, None, 8),
-    'paper256':  (64, 8, 0.5, 0.0025, 1, 20, None, 8),
-    'paper512':  (64, 8, 1, 0.0025, 0.5, 20, None, 8),
-    'paper1024': (32, 4, 1, 0.002, 2, 10, None, 8),
-    'cifar':     (64, 32, 1, 0.0025, 0.01, 500, 0.05, 2),
-}
-
-def resolve_spec(cfg: str, resolution: int, batch: int | None = None, num_gpus: int = 1) -> dict:
-    "The original's spec `cfg` ('auto' or a `CFG_SPECS` name) for `resolution`: batch, mbstd group, fmaps, lr, gamma, ema, ramp, mapping layers."
-    if cfg == 'auto':
-        mb = 64 if batch is None else batch
-        spec = dict(batch=mb, mbstd=min(mb // num_gpus, 4), fmaps=1 if resolution >= 512 else 0.5,
-                    lr=0.002 if resolution >= 1024 else 0.0025, r1_gamma=r1_gamma_auto(resolution, mb),
-                    ema_kimg=mb * 10 / 32, ema_rampup=0.05, map=2)
-    elif cfg in CFG_SPECS:
-        mb, mbstd, fmaps, lr, gamma, ema, ramp, mapping = CFG_SPECS[cfg]
-        spec = dict(batch=mb if batch is None else batch, mbstd=mbstd, fmaps=fmaps, lr=lr, r1_gamma=gamma,
-                    ema_kimg=ema, ema_rampup=ramp, map=mapping)
-    else:
-        raise ConfigError(f"cfg: expected 'auto' or one of {sorted(CFG_SPECS)}, got {cfg!r}")
-    spec['ema_rampup'] = None  # fresh and resumed runs alike: the original's effective value for every fresh run (§0.3)
-    return spec
-
-# %% ../nbs/07a_train.ipynb #5effdd36
-DTYPES = ('fp32', 'fp16', 'bf16')
-
-def apply_precision(G_kwargs: dict, D_kwargs: dict, dtype: str) -> tuple[dict, dict]:
-    "Copies of the constructor kwargs with the fp16 block count and `conv_clamp` of precision `dtype`."
-    if dtype not in DTYPES: raise ConfigError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
-    num_fp16_res, clamp = (4, 256) if dtype == 'fp16' else (0, None)
-    G_kwargs = json.loads(json.dumps(G_kwargs)); D_kwargs = json.loads(json.dumps(D_kwargs))
-    G_kwargs.setdefault('synthesis_kwargs', {}).update(num_fp16_res=num_fp16_res, conv_clamp=clamp)
-    D_kwargs.update(num_fp16_res=num_fp16_res, conv_clamp=clamp)
-    return G_kwargs, D_kwargs
-
-# %% ../nbs/07a_train.ipynb #f3a8f375
-@dataclasses.dataclass
-class TrainPlan(Config):
-    "Every setting of one run, resolved: what the loop reads, what `run.json` records and what a resume must match."
-    data: str = ''                                  # dataset dir / zip / mp4 dir
-    G_kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # Generator(**G_kwargs)
-    D_kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # Discriminator(**D_kwargs)
-    sampling: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # SamplingConfig fields
-    use_labels: bool = False
-    mirror: bool = True                             # dataset x-flips (whole clips)
-    max_num_frames: int = 1024
-    subset: typing.Optional[int] = None
-    max_bad_fraction: float = 0.01                  # unreadable videos left out (one warning) up to this fraction
-    num_workers: int = 3
-    cfg: str = 'auto'
-    batch: int = 64                                 # videos per step, all processes together
-    batch_gpu: typing.Optional[int] = None          # videos per process per accumulation round (None: the most that fit)
-    memory_budget_gb: typing.Optional[float] = None  # what a step may take when batch_gpu is unset (None: the free memory)
-    kimg: float = 25000                             # length of the run in thousands of frames
-    kimg_per_tick: float = 5
-    snap: int = 200                                 # ticks between snapshots (networks, videos, metrics)
-    seed: int = 0
-    G_lr: float = 0.0025
-    D_lr: float = 0.0025
-    betas: typing.List[float] = dataclasses.field(default_factory=lambda: [0.0, 0.99])
-    eps: float = 1e-8
-    G_reg_interval: typing.Optional[int] = 4
-    D_reg_interval: typing.Optional[int] = 16
-    r1_gamma: float = 0.2048
-    ema_kimg: float = 20
-    ema_rampup: typing.Optional[float] = None
-    aug: str = 'ada'                                # 'ada', 'fixed' (p = aug_p) or 'noaug'
-    augpipe: str = 'bgc'
-    aug_p: float = 0.0
-    ada_target: float = 0.6
-    ada_interval: int = 4
-    ada_kimg: float = 100
-    dtype: str = 'fp16'                             # 'fp32', 'fp16' (top-4 blocks, CUDA) or 'bf16' (autocast)
-    channels_last: bool = False
-    compile: bool = False
-    tf32: bool = False
-    modconv: typing.Optional[str] = None            # G's modulated-conv path in training (None: `default_modconv`'s rule)
-    metrics: typing.List[str] = dataclasses.field(default_factory=list)
-    metric_kwargs: typing.Dict[str, typing.Any] = dataclasses.field(default_factory=dict)
-    best_metric: typing.Optional[str] = None        # keep the snapshot that is best by this metric
-    keep_last: int = 5                              # snapshots kept besides the best (0: keep all)
-    grid_videos: int = 8                            # videos per half of the snapshot grid
-    grid_frames: int = 16
-    fps: int = 25
-    device: str = 'auto'
-    progress: bool = True
-
-# fields a resumed run may change: they alter what is logged or kept, never a training step
-RESUME_SAFE_FIELDS = ('kimg', 'kimg_per_tick', 'snap', 'metrics', 'metric_kwargs', 'best_metric', 'keep_last',
-                      'num_workers', 'grid_videos', 'grid_frames', 'fps', 'progress', 'device', 'data', 'memory_budget_gb', 'max_bad_fraction')
-
 # %% ../nbs/07a_train.ipynb #f576f004
 class TrainingDiverged(RuntimeError):
     "A phase produced a non-finite loss; the run stops and its last snapshot is the last good state."
 
 class Trainer:
     "Data, networks, optimisers, augmentation, loss and counters of one training process."
-    def __init__(self, plan: TrainPlan, env: sdist.DistEnv | None = None, log: typing.Callable = print):
-        self.plan, self.env = plan, env or sdist.current_env()
-        self.device, world = self.env.device, self.env.world_size
-        if plan.batch < 1 or plan.batch % world:
-            raise ConfigError(f"batch={plan.batch} videos cannot be split over {world} processes; expected a multiple of {world}")
-        if plan.batch_gpu is not None and (plan.batch_gpu < 1 or plan.batch % (plan.batch_gpu * world)):
-            raise ConfigError(f"batch={plan.batch} is not a multiple of batch_gpu={plan.batch_gpu} x {world} process(es)")
-        self.dataset = open_training_dataset(plan)
+    def __init__(self, rc: RunConfig, env: sdist.DistEnv | None = None, log: typing.Callable = print):
+        self.env = env or sdist.current_env()
+        self.rc = rc = rc.resolved(self.env.world_size)  # resolving a resolved config changes nothing; a bad one is refused
+        self.device = self.env.device
+        self.dataset = open_training_dataset(rc)
         self.num_frames = self.dataset.sampling.num_frames_per_video
         self._build_networks()
         self.counters = dict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0)
         self._ada_pending, self._sums = [], {}
-        self.batch_gpu = plan.batch_gpu or self.choose_batch_gpu(log if self.env.is_main else (lambda _: None))
-        self.rounds = plan.batch // (self.batch_gpu * world)
-        self.plan = dataclasses.replace(plan, batch_gpu=self.batch_gpu)  # snapshots record the round size the run used
+        self.batch_gpu = rc.train.batch_gpu or self.choose_batch_gpu(log if self.env.is_main else (lambda _: None))
+        self.rounds = rc.train.batch_size // (self.batch_gpu * self.env.world_size)
+        self.rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, batch_gpu=self.batch_gpu))  # snapshots record the round size
 
-def open_training_dataset(plan: TrainPlan) -> VideoDataset:
-    "The training `VideoDataset` of `plan`, checked against the model's resolution and label width (video files of other sizes: cropped and resized)."
-    res, c_dim = plan.G_kwargs.get('img_resolution'), plan.G_kwargs.get('c_dim', 0)
-    ds = VideoDataset(plan.data, sampling=plan.sampling or None, max_num_frames=plan.max_num_frames, use_labels=plan.use_labels,
-                      xflip=plan.mirror, max_size=plan.subset, random_seed=plan.seed,
-                      max_bad_fraction=plan.max_bad_fraction, resolution=res)
+def open_training_dataset(rc: RunConfig) -> VideoDataset:
+    "The training `VideoDataset` of `rc`, checked against the model's resolution and label width (video files of other sizes: cropped and resized)."
+    d = rc.data
+    if not d.path: raise ConfigError("no training data: pass --data PATH (or data.path=PATH)")
+    ds = VideoDataset(d.path, sampling=rc.sampling.to_dict(), max_num_frames=d.max_num_frames, use_labels=d.labels, xflip=d.mirror,
+                      max_size=d.subset, random_seed=rc.train.seed, max_bad_fraction=d.max_bad_fraction, resolution=d.resolution)
     src = ds.source
     if src.resize_to is not None and src.kind == 'frames' and len({tuple(s) for s in src.sizes}) == 1:
         h, w = src.sizes[0]  # a prepared dataset of one other size: more likely a wrong setting than a wish to resize every frame
-        raise ConfigError(f"dataset {plan.data} has {h}x{w} frames but the model is configured for resolution {res}; "
-                          f"set data.resolution={h} or prepare the data at {res}x{res}")
-    if ds.c_dim != c_dim:
-        raise ConfigError(f"dataset {plan.data} has labels of width {ds.c_dim} (use_labels={plan.use_labels}) but the model "
-                          f"expects c_dim={c_dim}")
+        raise ConfigError(f"dataset {d.path} has {h}x{w} frames but the model is configured for resolution {d.resolution}; "
+                          f"set data.resolution={h} or prepare the data at {d.resolution}x{d.resolution}")
+    if ds.c_dim != d.c_dim:
+        raise ConfigError(f"dataset {d.path} has labels of width {ds.c_dim} (data.labels={d.labels}) but the model "
+                          f"expects data.c_dim={d.c_dim}")
     return ds
 
 # %% ../nbs/07a_train.ipynb #e76b1f3c
 def _build_networks(self: Trainer):
-    plan, dev = self.plan, self.device
-    seed_from_counters(plan.seed, 0)
-    fmt = torch.channels_last if plan.channels_last else torch.preserve_format
-    self.G = build_network('Generator', plan.G_kwargs).train().requires_grad_(False).to(dev, memory_format=fmt)
-    self.D = build_network('Discriminator', plan.D_kwargs).train().requires_grad_(False).to(dev, memory_format=fmt)
+    rc, dev = self.rc, self.device
+    seed_from_counters(rc.train.seed, 0)
+    fmt = torch.channels_last if rc.train.channels_last else torch.preserve_format
+    self.G = build_network('Generator', rc.generator_kwargs()).train().requires_grad_(False).to(dev, memory_format=fmt)
+    self.D = build_network('Discriminator', rc.discriminator_kwargs()).train().requires_grad_(False).to(dev, memory_format=fmt)
     for net in (self.G, self.D): sdist.broadcast_module(net)
     self.G_ema = copy.deepcopy(self.G).eval()
-    if plan.compile:
+    if rc.train.compile:
         self.G.mapping.compile(); self.G.synthesis.compile()
-    self.opts = {'G': lazy_adam(self.G.parameters(), plan.G_lr, plan.betas, plan.eps, plan.G_reg_interval),
-                 'D': lazy_adam(self.D.parameters(), plan.D_lr, plan.betas, plan.eps, plan.D_reg_interval)}
-    self.augment_pipe, self.ada = make_augment(plan, dev)
-    if plan.dtype == 'bf16':  # mapping and augmentation stay fp32 under autocast, as they always are in the original
+    self.opts = {'G': lazy_adam(self.G.parameters(), rc.train.lr, rc.train.betas, rc.train.eps, rc.train.G_reg_interval),
+                 'D': lazy_adam(self.D.parameters(), rc.train.lr, rc.train.betas, rc.train.eps, rc.train.D_reg_interval)}
+    self.augment_pipe, self.ada = make_augment(rc, dev)
+    if rc.train.dtype == 'bf16':  # mapping and augmentation stay fp32 under autocast, as they always are in the original
         self.G.mapping.forward = fp32_forward(self.G.mapping.forward, dev.type)
         if self.augment_pipe is not None: self.augment_pipe.forward = fp32_forward(self.augment_pipe.forward, dev.type)
-    self.modconv = plan.modconv or default_modconv(self.G, dev)
-    self.loss = StyleGANVLoss(self.G, self.D, augment_pipe=self.augment_pipe, r1_gamma=plan.r1_gamma, style_mixing_prob=0,
+    self.modconv = rc.train.modconv or default_modconv(self.G, dev)
+    self.loss = StyleGANVLoss(self.G, self.D, augment_pipe=self.augment_pipe, r1_gamma=rc.train.r1_gamma, style_mixing_prob=0,
                               pl_weight=0, video_consistent_aug=True, modconv=self.modconv)
     # Greg does nothing when pl_weight == 0 (see the top of this notebook); the lazy-reg rescaling above stays
-    self.phases = [p for p in phase_plan(plan.G_reg_interval, plan.D_reg_interval) if p.name != 'Greg']
+    self.phases = [p for p in phase_plan(rc.train.G_reg_interval, rc.train.D_reg_interval) if p.name != 'Greg']
 
 PER_VIDEO_MIN_CHANNELS = 256
 
@@ -308,11 +211,11 @@ def fp32_forward(forward: typing.Callable, device_type: str) -> typing.Callable:
             return forward(*[a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args], **kwargs)
     return run
 
-def make_augment(plan: TrainPlan, device) -> tuple:
+def make_augment(rc: RunConfig, device) -> tuple:
     "`(augment_pipe, ada_controller)` of `plan` (`(None, None)` for `aug='noaug'`)."
-    if plan.aug not in ('ada', 'fixed', 'noaug'): raise ConfigError(f"aug: expected 'ada', 'fixed' or 'noaug', got {plan.aug!r}")
-    pipe, ada = augment_setup(plan.aug, plan.augpipe, plan.aug_p if plan.aug == 'fixed' else None, plan.ada_target,
-                              plan.ada_interval, plan.ada_kimg)
+    if rc.train.aug not in ('ada', 'fixed', 'noaug'): raise ConfigError(f"aug: expected 'ada', 'fixed' or 'noaug', got {rc.train.aug!r}")
+    pipe, ada = augment_setup(rc.train.aug, rc.train.augpipe, rc.train.p if rc.train.aug == 'fixed' else None, rc.train.ada_target,
+                              rc.train.ada_interval, rc.train.ada_kimg)
     if pipe is not None: pipe.skip_at_zero = True  # while ADA's p is 0, D sees the frames as they are (no identity resample)
     return (None if pipe is None else pipe.to(device)), ada
 
@@ -379,8 +282,8 @@ Trainer.measure_step = measure_step
 # %% ../nbs/07a_train.ipynb #1786a362
 def choose_batch_gpu(self: Trainer, log: typing.Callable = print) -> int:
     "The most videos per round that fit the memory budget, from a step measured at 1 and 2 videos (the same on every process)."
-    plan, dev, per_process = self.plan, self.device, self.plan.batch // self.env.world_size
-    if plan.memory_budget_gb is not None: budget, where = plan.memory_budget_gb * 2**30, f'train.memory_budget_gb={plan.memory_budget_gb:g}'
+    rc, dev, per_process = self.rc, self.device, self.rc.train.batch_size // self.env.world_size
+    if rc.train.memory_budget_gb is not None: budget, where = rc.train.memory_budget_gb * 2**30, f'train.memory_budget_gb={rc.train.memory_budget_gb:g}'
     else: free = available_memory(dev); budget, where = (None, '') if free is None else (0.85 * free, f'85% of the {size_text(free)} free')
     try: base = reset_peak_memory(dev) if budget is not None else None
     except OSError: base = None  # no /proc/self/clear_refs (not Linux)
@@ -405,7 +308,7 @@ Trainer.choose_batch_gpu = choose_batch_gpu
 
 # %% ../nbs/07a_train.ipynb #2217a719
 def _autocast(self: Trainer):
-    return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.plan.dtype == 'bf16')
+    return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rc.train.dtype == 'bf16')
 
 def next_rounds(self: Trainer, clips: typing.Iterator) -> list:
     "The next step's real data for this process: `rounds` tuples of (frames float [b, F, C, H, W] in [-1, 1], labels, times)."
@@ -418,14 +321,14 @@ def next_rounds(self: Trainer, clips: typing.Iterator) -> list:
     return out
 
 def _run_phase(self: Trainer, phase_idx: int, name: str, interval: int, rounds: list) -> None:
-    plan, step, dev = self.plan, self.counters['batch_idx'], self.device
+    rc, step, dev = self.rc, self.counters['batch_idx'], self.device
     net, opt = (self.G, self.opts['G']) if name.startswith('G') else (self.D, self.opts['D'])
     opt.zero_grad(set_to_none=True); net.requires_grad_(True)
     phase_terms = {}
     for r, (img, c, t) in enumerate(rounds):
         global_round = self.env.rank * self.rounds + r
-        seed_from_counters(plan.seed, 2, step, phase_idx, global_round)
-        gen_c, gen_t = sample_fake_conditions(self.dataset, len(img), rng=counter_seed(plan.seed, 3, step, phase_idx, global_round))
+        seed_from_counters(rc.train.seed, 2, step, phase_idx, global_round)
+        gen_c, gen_t = sample_fake_conditions(self.dataset, len(img), rng=counter_seed(rc.train.seed, 3, step, phase_idx, global_round))
         gen_z = torch.randn(len(img), self.G.z_dim, device=dev)
         with self._autocast():
             terms = self.loss.accumulate_gradients(name, img, c, t, gen_z, gen_c.to(dev), gen_t.to(dev), gain=interval / self.rounds)
@@ -449,11 +352,11 @@ def _check_finite(self: Trainer, phase: str, terms: dict) -> None:
 
 def train_step(self: Trainer, rounds: list) -> None:
     "One training step on this process's `rounds` of real data (all phases, EMA, counters, ADA)."
-    plan, ctr = self.plan, self.counters
+    rc, ctr = self.rc, self.counters
     for i, phase in enumerate(self.phases):
         if ctr['batch_idx'] % phase.interval == 0: self._run_phase(i, phase.name, phase.interval, rounds)
-    update_ema(self.G_ema, self.G, ema_beta(plan.batch, plan.ema_kimg, plan.ema_rampup, ctr['cur_nimg']))
-    ctr['cur_nimg'] += plan.batch * self.num_frames
+    update_ema(self.G_ema, self.G, ema_beta(rc.train.batch_size, rc.train.ema_kimg, rc.train.ema_rampup, ctr['cur_nimg']))
+    ctr['cur_nimg'] += rc.train.batch_size * self.num_frames
     ctr['batch_idx'] += 1
     if self.ada is not None: self._update_ada()
 
@@ -467,7 +370,7 @@ def _update_ada(self: Trainer) -> None:
             torch.distributed.all_gather(parts, local)
         self.ada.accumulate(torch.cat(parts))
         self._ada_pending = []
-    self.ada.update(self.plan.batch)
+    self.ada.update(self.rc.train.batch_size)
 
 Trainer._autocast, Trainer.next_rounds, Trainer._run_phase = _autocast, next_rounds, _run_phase
 Trainer._check_finite, Trainer.train_step, Trainer._update_ada = _check_finite, train_step, _update_ada
@@ -475,9 +378,9 @@ Trainer._check_finite, Trainer.train_step, Trainer._update_ada = _check_finite, 
 # %% ../nbs/07a_train.ipynb #caba2d95
 def clip_loader(self: Trainer) -> torch.utils.data.DataLoader:
     "DataLoader over this process's clips from the current step on (`batch_gpu` clips per item)."
-    sampler = RankClips(self.plan.batch, self.batch_gpu, self.env.rank, self.env.world_size, self.counters['batch_idx'])
-    workers = min(self.plan.num_workers, os.cpu_count() or 1)  # more loader processes than CPUs only slow training down
-    return torch.utils.data.DataLoader(ClipStream(self.dataset, self.plan.seed), batch_size=self.batch_gpu, sampler=sampler,
+    sampler = RankClips(self.rc.train.batch_size, self.batch_gpu, self.env.rank, self.env.world_size, self.counters['batch_idx'])
+    workers = min(self.rc.train.num_workers, os.cpu_count() or 1)  # more loader processes than CPUs only slow training down
+    return torch.utils.data.DataLoader(ClipStream(self.dataset, self.rc.train.seed), batch_size=self.batch_gpu, sampler=sampler,
                                        num_workers=workers, pin_memory=self.device.type == 'cuda',
                                        prefetch_factor=2 if workers else None, persistent_workers=False,
                                        worker_init_fn=loader_worker_init if workers else None,
@@ -501,7 +404,7 @@ def training_record(self: Trainer) -> dict:
 
 def save_snapshot(self: Trainer, path: str | os.PathLike, counters: dict | None = None, extra: dict | None = None) -> Path:
     "Write the whole training state to the checkpoint `path`, atomically (`counters`: the ones to resume from)."
-    meta = {'kind': 'training-snapshot', 'counters': dict(counters or self.counters), 'plan': self.plan.to_dict(),
+    meta = {'kind': 'training-snapshot', 'counters': dict(counters or self.counters), 'run_config': self.rc.to_dict(),
             'world_size': self.env.world_size, 'created': time.strftime('%Y-%m-%dT%H:%M:%S'), **(extra or {})}
     with disk_space_guard(path, self.snapshot_bytes()):
         return save_checkpoint(path, {'G': self.G, 'D': self.D, 'G_ema': self.G_ema, 'training': self.training_record()}, meta)
@@ -546,22 +449,6 @@ def pending_by_rank(self: Trainer) -> list | None:
 Trainer.clip_loader, Trainer.training_record, Trainer.save_snapshot, Trainer.load_snapshot = clip_loader, training_record, save_snapshot, load_snapshot
 Trainer.snapshot_bytes, Trainer.pending_by_rank = snapshot_bytes, pending_by_rank
 
-# %% ../nbs/07a_train.ipynb #250a15ff
-def tiny_model_kwargs(resolution: int = 16, channels: int = 32, num_frames: int = 3, max_num_frames: int = 32,
-                      c_dim: int = 0) -> tuple[dict, dict]:
-    "Constructor kwargs of a very small StyleGAN-V G and D (for tests, the demo and quick experiments on a CPU)."
-    sampling = {'num_frames_per_video': num_frames, 'max_num_frames': max_num_frames, 'type': 'random', 'max_dist': 32}
-    dim = max(channels, 16)
-    g_cfg = {'z_dim': dim, 'w_dim': dim, 'motion': {'z_dim': dim, 'v_dim': dim, 'motion_z_distance': 8},
-             'time_enc': {'dim': dim // 2, 'min_period_len': 8, 'max_period_len': 256}, 'sampling': sampling}
-    G = dict(c_dim=c_dim, w_dim=dim, img_resolution=resolution, img_channels=3, mapping_kwargs={'num_layers': 2},
-             synthesis_kwargs={'channel_base': channels * resolution, 'channel_max': channels, 'num_fp16_res': 0,
-                               'conv_clamp': None}, cfg=g_cfg)
-    D = dict(c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=channels * resolution, channel_max=channels,
-             num_fp16_res=0, conv_clamp=None, block_kwargs={}, mapping_kwargs={'num_layers': 2},
-             epilogue_kwargs={'mbstd_group_size': 2}, cfg={'sampling': sampling, 'concat_res': min(16, resolution // 2)})
-    return G, D
-
 # %% ../nbs/07a_train.ipynb #51aee3f0
 @torch.no_grad()
 def snapshot_grid(G, num_videos: int, num_frames: int, seed: int = 0, labels: torch.Tensor | None = None) -> np.ndarray:
@@ -589,12 +476,47 @@ def write_grid(video: np.ndarray, mp4: Path | None, png: Path | None, fps: int =
         with disk_space_guard(png, strip.nbytes), atomic_path(png) as tmp: PIL.Image.fromarray(strip).save(tmp, format='PNG')
 
 # %% ../nbs/07a_train.ipynb #61bacd06
+RESUME_SAFE = ('train.kimg', 'train.kimg_per_tick', 'train.snap', 'metrics', 'train.keep_last', 'train.num_workers', 'train.grid_videos',
+               'train.grid_frames', 'train.progress', 'train.device', 'train.memory_budget_gb', 'train.resume', 'data.path', 'data.name',
+               'data.fps', 'data.max_bad_fraction', 'outdir', 'desc')  # a resume may change these: logging, keeping, where; never a step
+
+LEGACY_PLAN_KEYS = {  # older snapshots recorded a `TrainPlan`: its fields under their `RunConfig` names (`G_lr` was also `D_lr`)
+    'batch': 'train.batch_size', 'batch_gpu': 'train.batch_gpu', 'seed': 'train.seed', 'G_lr': 'train.lr', 'betas': 'train.betas',
+    'eps': 'train.eps', 'G_reg_interval': 'train.G_reg_interval', 'D_reg_interval': 'train.D_reg_interval', 'r1_gamma': 'train.r1_gamma',
+    'ema_kimg': 'train.ema_kimg', 'ema_rampup': 'train.ema_rampup', 'aug': 'train.aug', 'augpipe': 'train.augpipe',
+    'ada_target': 'train.ada_target', 'ada_interval': 'train.ada_interval', 'ada_kimg': 'train.ada_kimg', 'dtype': 'train.dtype',
+    'channels_last': 'train.channels_last', 'compile': 'train.compile', 'modconv': 'train.modconv', 'tf32': 'train.allow_tf32',
+    'mirror': 'data.mirror', 'use_labels': 'data.labels', 'max_num_frames': 'data.max_num_frames', 'subset': 'data.subset'}
+
+def flat_settings(rc: RunConfig) -> dict:
+    "`rc`'s fields as one flat dict with dotted keys (`train.batch_size`)."
+    return {k.replace('__', '.'): v for k, v in rc.to_params().items()}
+
+def network_shape(kwargs: dict) -> dict:
+    "Constructor kwargs of G or D with `channel_base` replaced by the widths it gives (`{resolution: channels}`): equal shapes, equal dicts."
+    syn = kwargs.get('synthesis_kwargs', kwargs)
+    base, top, res = syn.get('channel_base', 32768), syn.get('channel_max', 512), kwargs.get('img_resolution', 4)
+    widths = {str(2 ** i): min(base // 2 ** i, top) for i in range(2, int(math.log2(res)) + 1)}
+    strip = lambda d: {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k != 'channel_base'}
+    return {**strip(json.loads(json.dumps(kwargs))), 'widths': widths}
+
+def snapshot_settings(meta: dict, rc: RunConfig) -> tuple[dict, dict]:
+    "`(what the snapshot with metadata `meta` was trained with, the same settings of `rc`)` as flat dicts of JSON values."
+    if 'run_config' in meta: return flat_settings(RunConfig.from_dict(meta['run_config'])), flat_settings(rc)
+    plan, new = meta['plan'], flat_settings(rc)   # an older snapshot: its plan's fields, its networks' shapes
+    now = {'G': network_shape(rc.generator_kwargs()), 'D': network_shape(rc.discriminator_kwargs()), 'sampling': rc.sampling.to_dict(),
+           'aug_p': rc.train.p or 0.0, **{key: new[key] for key in LEGACY_PLAN_KEYS.values()}}
+    old = {'G': network_shape(plan['G_kwargs']), 'D': network_shape(plan['D_kwargs']), 'sampling': plan.get('sampling'),
+           'aug_p': plan.get('aug_p'), **{key: plan.get(k) for k, key in LEGACY_PLAN_KEYS.items()}}
+    return old, json.loads(json.dumps(now))
+
 def check_resume_compatible(old: dict, new: dict, where: str) -> None:
-    "Raise a `ConfigError` naming the plan fields that differ between `old` and `new`, except the resume-safe ones."
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUME_SAFE_FIELDS]
+    "Raise a `ConfigError` naming the settings that differ between `old` and `new`, except the resume-safe ones (`RESUME_SAFE`)."
+    safe = lambda k: k in RESUME_SAFE or k.split('.')[0] in RESUME_SAFE
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not safe(k)]
     if changed:
         raise ConfigError(f"resume from {where}: the settings differ in {', '.join(changed)}, which would change training "
-                          f"(only {', '.join(RESUME_SAFE_FIELDS)} may change when resuming); use a new --outdir for a new run")
+                          f"(only {', '.join(RESUME_SAFE)} may change when resuming); use a new --outdir for a new run")
 
 def holds_run(run_dir: str | os.PathLike) -> bool:
     "Whether `run_dir` holds a training run: its `run.json` or a snapshot."
@@ -614,8 +536,8 @@ def clear_unfinished(run_dir: str | os.PathLike, log: typing.Callable = print) -
     if gone: log(f"{run_dir}: removed {', '.join(sorted(p.name for p in gone))} of a run that stopped before its first snapshot")
     return gone
 
-def resume_point(run_dir: str | os.PathLike, plan: TrainPlan, resume: str | None, log: typing.Callable = print) -> Path | None:
-    "Check `run_dir` for a run with `plan`; the snapshot to continue from (`None`: start, clearing a run that has none)."
+def resume_point(run_dir: str | os.PathLike, rc: RunConfig, resume: str | None, log: typing.Callable = print) -> tuple[Path | None, RunConfig]:
+    "Check `run_dir` for a run with the resolved `rc`: `(snapshot to continue from or None, rc with the run's round size)`; None: start anew."
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir(): raise NotADirectoryError(f"--outdir {run_dir} is a file; expected a folder for the run")
     if resume == 'latest' and not holds_run(run_dir): raise no_run_error(run_dir)
@@ -627,13 +549,16 @@ def resume_point(run_dir: str | os.PathLike, plan: TrainPlan, resume: str | None
         path = Path(resume)
         if not path.is_file(): raise FileNotFoundError(f"resume={resume}: no such file; expected 'latest', 'auto' or a network-snapshot-*.safetensors")
     if path is None:
-        clear_unfinished(run_dir, log); return None
+        clear_unfinished(run_dir, log); return None, rc
     meta = read_checkpoint(path)[0].get('metadata', {})
     if meta.get('kind') != 'training-snapshot':
         raise CheckpointError(f"resume={path}: not a training snapshot (no optimiser state); expected a network-snapshot-*.safetensors written by stylegan-v train")
-    if plan.batch_gpu is None: plan.batch_gpu = meta['plan'].get('batch_gpu')  # the round size the run measured: an exact continuation
-    check_resume_compatible(meta['plan'], plan.to_dict(), str(path))
-    return path
+    old, new = snapshot_settings(meta, rc)
+    if rc.train.batch_gpu is None:  # the round size the run measured: an exact continuation
+        rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, batch_gpu=old.get('train.batch_gpu')))
+        new['train.batch_gpu'] = rc.train.batch_gpu
+    check_resume_compatible(old, new, str(path))
+    return path, rc
 
 # %% ../nbs/07a_train.ipynb #7c70e84e
 class RunLog:
@@ -690,13 +615,13 @@ def prune_snapshots(run_dir: Path, keep_last: int, best_metric: str | None = Non
 def grid_labels(self: Trainer) -> torch.Tensor | None:
     "Fixed labels for the snapshot grid (the first items' labels), or None for an unconditional model."
     if self.dataset.c_dim == 0: return None
-    n = self.plan.grid_videos
+    n = self.rc.train.grid_videos
     return torch.from_numpy(np.stack([self.dataset.get_label(i % len(self.dataset)) for i in range(n)])).to(self.device)
 
 def write_reals(self: Trainer, run_dir: Path) -> Path:
     "`reals.png`: the first training clips of the run, one column per clip, its frames top to bottom."
-    stream = ClipStream(self.dataset, self.plan.seed)
-    clips = np.stack([stream[p]['image'].numpy() for p in range(self.plan.grid_videos)])      # [N, F, C, H, W]
+    stream = ClipStream(self.dataset, self.rc.train.seed)
+    clips = np.stack([stream[p]['image'].numpy() for p in range(self.rc.train.grid_videos)])      # [N, F, C, H, W]
     video = video_grid(np.moveaxis(clips, 2, -1), ncols=len(clips))                          # [F, H, N*W, C]
     path = run_dir / 'reals.png'
     import PIL.Image
@@ -704,14 +629,14 @@ def write_reals(self: Trainer, run_dir: Path) -> Path:
     return path
 
 def evaluate_snapshot(self: Trainer, snapshot: Path, log: typing.Callable = print) -> dict:
-    "Compute the plan's metrics on G_ema, append them to `metric-<name>.jsonl` beside `snapshot`; return `{name: value}`."
-    if not self.plan.metrics: return {}
+    "Compute the run's metrics on G_ema, append them to `metric-<name>.jsonl` beside `snapshot`; return `{name: value}`."
+    if not self.rc.metrics.metrics: return {}
     from stylegan_v.metrics.evaluate import compute_metric, report_metric
     out, nimg = {}, self.counters['cur_nimg']
     where = dict(snapshot=snapshot.name, kimg=nimg / 1000, nimg=nimg)
-    for name in self.plan.metrics:
-        try: res = compute_metric(name, real=self.plan.data, G=self.G_ema, seed=self.plan.seed, device=self.device,
-                                  progress=False, **self.plan.metric_kwargs)
+    for name in self.rc.metrics.metrics:
+        try: res = compute_metric(name, real=self.rc.data.path, G=self.G_ema, seed=self.rc.train.seed, device=self.device,
+                                  progress=False, num_workers=self.rc.train.num_workers, **self.rc.metrics.compute_kwargs())
         except Exception as e:  # a detector file gone, a metric raising: the run goes on, the log keeps the reason
             reason = ' '.join(f"{type(e).__name__}: {e}".split())[:300]
             if self.env.is_main:
@@ -723,14 +648,14 @@ def evaluate_snapshot(self: Trainer, snapshot: Path, log: typing.Callable = prin
         out[name] = res['value']
     return out
 
-def check_metrics(plan: TrainPlan, device) -> None:
+def check_metrics(rc: RunConfig, device) -> None:
     "Before training: every metric name must parse and its detector must load (else a one-line error saying how to proceed)."
-    if not plan.metrics: return
+    if not rc.metrics.metrics: return
     from stylegan_v.metrics.evaluate import parse_metric
     from stylegan_v.metrics.detectors import load_detector
-    for name in plan.metrics:
+    for name in rc.metrics.metrics:
         det = parse_metric(name).detector
-        try: load_detector(det, plan.metric_kwargs.get('detectors'), device=device, progress=False)
+        try: load_detector(det, rc.metrics.compute_kwargs().get('detectors'), device=device, progress=False)
         except Exception as e:
             raise UsageError(f"metric {name} needs the {det} detector, which could not be loaded: {str(e).splitlines()[0]}; "
                              f"train without metrics (metrics.metrics=[]) or give its file (--detector {det}=PATH)") from e
@@ -742,10 +667,10 @@ def take_snapshot(self: Trainer, run_dir: Path, counters: dict, log: typing.Call
     if self.env.is_main:
         kimg = f"{self.counters['cur_nimg'] / 1000:010.3f}"
         self.save_snapshot(path, counters, extra={'ada_pending_by_rank': pending} if pending else None)
-        grid = snapshot_grid(self.G_ema, self.plan.grid_videos, self.plan.grid_frames, self.plan.seed, self.grid_labels())
-        write_grid(grid, run_dir / f'videos-{kimg}.mp4', run_dir / f'fakes-{kimg}.png', fps=self.plan.fps)
+        grid = snapshot_grid(self.G_ema, self.rc.train.grid_videos, self.rc.train.grid_frames, self.rc.train.seed, self.grid_labels())
+        write_grid(grid, run_dir / f'videos-{kimg}.mp4', run_dir / f'fakes-{kimg}.png', fps=self.rc.data.fps)
     metrics = self.evaluate_snapshot(path, log)  # every process: the metric pipeline splits the videos over the ranks
-    if self.env.is_main: prune_snapshots(run_dir, self.plan.keep_last, self.plan.best_metric)
+    if self.env.is_main: prune_snapshots(run_dir, self.rc.train.keep_last, self.rc.metrics.best_metric)
     if self.env.distributed: torch.distributed.barrier()
     return (path if self.env.is_main else None), metrics
 
@@ -755,7 +680,7 @@ def stop_snapshot(self: Trainer, run_dir: Path) -> Path:
     path, pending = run_dir / snapshot_name(self.counters['cur_nimg']), self.pending_by_rank()
     if self.env.is_main:
         self.save_snapshot(path, extra={'tick_sums': sums, 'stopped_mid_tick': True, **({'ada_pending_by_rank': pending} if pending else {})})
-        prune_snapshots(run_dir, self.plan.keep_last, self.plan.best_metric)
+        prune_snapshots(run_dir, self.rc.train.keep_last, self.rc.metrics.best_metric)
     if self.env.distributed: torch.distributed.barrier()
     return path
 
@@ -833,33 +758,34 @@ def _stop(trainer: Trainer, run_dir: Path, name: str, snap_nimg: int | None, log
     raise TrainingStopped(msg, name, path)
 
 # %% ../nbs/07a_train.ipynb #5e1f7a05
-def run_training(plan: TrainPlan, outdir: str | os.PathLike, resume: str | None = None, run_config: dict | None = None,
-                 log: typing.Callable = print) -> dict:
-    "Train with `plan` in the run directory `outdir` (every process of a job calls this); return a summary."
+def run_training(rc: RunConfig, outdir: str | os.PathLike | None = None, resume: str | None = None, log: typing.Callable = print) -> dict:
+    "Train as `rc` says in the run directory `outdir` (default `rc.outdir`; every process of a job calls this); return a summary."
+    rc = rc.resolved(sdist.env_ranks()[1])  # a setting out of range ends here, in one line, before any folder is made
     created_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    env = sdist.init_distributed(plan.device)
-    run_dir, t_start, runlog = Path(outdir), time.time(), None
+    env = sdist.init_distributed(rc.train.device)
+    run_dir, t_start, runlog = Path(outdir or rc.outdir), time.time(), None
     try:
         with StopSignals() as stop:
-            start = resume_point(run_dir, plan, resume)
+            start, rc = resume_point(run_dir, rc, resume)
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = plan.tf32
-            trainer = Trainer(plan, env)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = rc.train.allow_tf32
+            trainer = Trainer(rc, env)
+            rc = trainer.rc
             if start is not None: trainer.load_snapshot(start)
             ctr, main = trainer.counters, env.is_main
-            check_metrics(plan, trainer.device)  # every process loads the detectors it will use
+            check_metrics(rc, trainer.device)  # every process loads the detectors it will use
             if main:
                 run_dir.mkdir(parents=True, exist_ok=True); remove_partials(run_dir)
                 check_free_space(run_dir, trainer.snapshot_bytes(), warn=log)
                 if start is None or not (run_dir / RUN_FILE).exists() or resume is not None:
-                    record = json.dumps({'plan': plan.to_dict(), 'run_config': run_config, 'world_size': env.world_size}, indent=1).encode()
+                    record = json.dumps({'run_config': rc.to_dict(), 'world_size': env.world_size}, indent=1).encode()
                     with disk_space_guard(run_dir / RUN_FILE, len(record)): atomic_write_bytes(run_dir / RUN_FILE, record)
                 if start is None:
                     with disk_space_guard(run_dir / 'reals.png', 2**20): trainer.write_reals(run_dir)
                 runlog = RunLog(run_dir, resume_nimg=ctr['cur_nimg'] if start is not None else None)
                 log(f"{'resuming from ' + start.name if start else 'starting'} in {run_dir}: {env.world_size} process(es), "
-                    f"batch {plan.batch} = {trainer.rounds} round(s) x {trainer.batch_gpu} x {env.world_size}, {plan.kimg} kimg")
-            summary = _loop(trainer, plan, run_dir, runlog, stop, log)
+                    f"batch {rc.train.batch_size} = {trainer.rounds} round(s) x {trainer.batch_gpu} x {env.world_size}, {rc.train.kimg} kimg")
+            summary = _loop(trainer, rc, run_dir, runlog, stop, log)
     finally:
         if runlog is not None: runlog.close()
         if created_group: sdist.shutdown_distributed()
@@ -867,21 +793,21 @@ def run_training(plan: TrainPlan, outdir: str | os.PathLike, resume: str | None 
     return summary
 
 # %% ../nbs/07a_train.ipynb #5e1f7a06
-def _progress_bar(plan: TrainPlan, ctr: dict, show: bool):
+def _progress_bar(rc: RunConfig, ctr: dict, show: bool):
     "tqdm over kimg on a terminal; a log file gets `_tick_line`s instead of carriage-return updates."
     from tqdm.auto import tqdm
-    return tqdm(total=plan.kimg, initial=ctr['cur_nimg'] / 1000, unit='kimg', disable=not show,
+    return tqdm(total=rc.train.kimg, initial=ctr['cur_nimg'] / 1000, unit='kimg', disable=not show,
                 bar_format='{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]')
 
 def _advance(bar, cur_nimg: int, total_nimg: int) -> None:
     "Move the bar to `cur_nimg` frames; the last step may pass the run's length, the bar stops at 100 %."
     bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
 
-def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | None, stop: StopSignals,
+def _loop(trainer: Trainer, rc: RunConfig, run_dir: Path, runlog: RunLog | None, stop: StopSignals,
           log: typing.Callable = print) -> dict:
-    ctr, main, total_nimg = trainer.counters, trainer.env.is_main, round(plan.kimg * 1000)
+    ctr, main, total_nimg = trainer.counters, trainer.env.is_main, round(rc.train.kimg * 1000)
     on_terminal = sys.stderr.isatty()
-    bar = _progress_bar(plan, ctr, main and plan.progress and on_terminal)
+    bar = _progress_bar(rc, ctr, main and rc.train.progress and on_terminal)
     clips = iter(trainer.clip_loader())
     done, tick_t0, data_wait, last_stats, last_snap, metrics = ctr['cur_nimg'] >= total_nimg, time.time(), 0.0, {}, None, {}
     run_t0, run_nimg0, snap_nimg = time.time(), ctr['cur_nimg'], None
@@ -892,7 +818,7 @@ def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | Non
             trainer.train_step(rounds)
             _advance(bar, ctr['cur_nimg'], total_nimg)
             done = ctr['cur_nimg'] >= total_nimg
-            if done or ctr['cur_tick'] == 0 or ctr['cur_nimg'] >= ctr['tick_start_nimg'] + plan.kimg_per_tick * 1000:
+            if done or ctr['cur_tick'] == 0 or ctr['cur_nimg'] >= ctr['tick_start_nimg'] + rc.train.kimg_per_tick * 1000:
                 tick_s = time.time() - tick_t0
                 stats = {'tick': ctr['cur_tick'], 'kimg': ctr['cur_nimg'] / 1000, 'nimg': ctr['cur_nimg'], 'step': ctr['batch_idx'],
                          **trainer.tick_stats(), 'Timing/sec_per_tick': tick_s,
@@ -901,13 +827,13 @@ def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | Non
                          'Resources/peak_mem_gb': _peak_mem_gb(trainer.device), 'Resources/rss_gb': _rss_gb(),
                          'timestamp': time.time()}
                 next_ctr = dict(ctr, cur_tick=ctr['cur_tick'] + 1, tick_start_nimg=ctr['cur_nimg'])
-                if done or ctr['cur_tick'] % plan.snap == 0:
+                if done or ctr['cur_tick'] % rc.train.snap == 0:
                     last_snap, metrics = trainer.take_snapshot(run_dir, next_ctr, log)
                     snap_nimg = ctr['cur_nimg']
                     stats.update({f'Metrics/{k}': v for k, v in metrics.items()})
                 if main:
                     runlog.tick(stats); bar.set_postfix(_postfix(stats), refresh=False)
-                    if plan.progress and not on_terminal: log(_tick_line(stats, plan.kimg))
+                    if rc.train.progress and not on_terminal: log(_tick_line(stats, rc.train.kimg))
                 last_stats = stats
                 ctr.update(next_ctr)
                 tick_t0, data_wait = time.time(), 0.0
@@ -927,74 +853,11 @@ def _loop(trainer: Trainer, plan: TrainPlan, run_dir: Path, runlog: RunLog | Non
             'sec_per_kimg': (time.time() - run_t0) / trained * 1000 if trained else None,   # this call's mean, snapshots included
             'last_tick_sec_per_kimg': last_stats.get('Timing/sec_per_kimg')}
 
-# %% ../nbs/07a_train.ipynb #7436d444
-def apply_cfg_spec(rc: RunConfig, cfg: str, num_gpus: int = 1) -> RunConfig:
-    "`rc` with the `cfg` spec's values where `rc` leaves them at their defaults, then `auto` values resolved."
-    m, t, defaults = rc.model, rc.train, RunConfig()
-    spec = resolve_spec(cfg, rc.data.resolution, None if t.batch_size == defaults.train.batch_size else t.batch_size, num_gpus)
-    mbstd = min(spec['mbstd'], max(spec['batch'] // num_gpus, 1)) if cfg == 'auto' else spec['mbstd']
-    model = dataclasses.replace(m,
-        fmaps=m.fmaps if m.fmaps is not None or cfg == 'auto' else spec['fmaps'],
-        mapping_layers=m.mapping_layers if m.mapping_layers != defaults.model.mapping_layers else spec['map'],
-        mbstd_group_size=m.mbstd_group_size if m.mbstd_group_size != defaults.model.mbstd_group_size else mbstd)
-    train = dataclasses.replace(t, batch_size=spec['batch'],
-        lr=t.lr if t.lr is not None or cfg == 'auto' else spec['lr'],
-        r1_gamma=t.r1_gamma if t.r1_gamma is not None or cfg == 'auto' else spec['r1_gamma'],
-        ema_kimg=t.ema_kimg if t.ema_kimg is not None or cfg == 'auto' else spec['ema_kimg'])
-    return dataclasses.replace(rc, model=model, train=train).resolved()
-
 # %% ../nbs/07a_train.ipynb #5b321b16
-RANGES = {  # key: (test, what it must be); checked when a run's config is resolved, before any folder is made
-    'train.kimg': (lambda v: v > 0, '> 0'), 'train.kimg_per_tick': (lambda v: v > 0, '> 0'), 'train.snap': (lambda v: v >= 1, '>= 1'),
-    'train.batch_size': (lambda v: v >= 1, '>= 1'), 'train.batch_gpu': (lambda v: v is None or v >= 1, '>= 1 or null'),
-    'train.memory_budget_gb': (lambda v: v is None or v > 0, '> 0 or null'), 'train.lr': (lambda v: v is None or v > 0, '> 0'),
-    'train.r1_gamma': (lambda v: v is None or v >= 0, '>= 0'), 'train.ema_kimg': (lambda v: v is None or v >= 0, '>= 0'),
-    'train.keep_last': (lambda v: v >= 0, '>= 0'), 'train.num_workers': (lambda v: v >= 0, '>= 0'),
-    'train.grid_videos': (lambda v: v >= 1, '>= 1'), 'train.grid_frames': (lambda v: v >= 1, '>= 1')}
-
-def check_ranges(rc: RunConfig) -> None:
-    "One `ConfigError` naming every setting out of its range, and a `model.concat_res` that D cannot use at this resolution."
-    value = lambda key: getattr(getattr(rc, key.split('.')[0]), key.split('.')[1])
-    bad = [f"{k}={value(k)} (expected {what})" for k, (ok, what) in RANGES.items() if not ok(value(k))]
-    res, cr = rc.data.resolution, rc.model.concat_res
-    joins = [2 ** i for i in range(int(math.log2(res)) - 1, 2, -1)]  # D joins the frames at the input of one of its blocks
-    if rc.sampling.num_frames_per_video > 1 and cr not in joins:
-        bad.append(f"model.concat_res={cr} with data.resolution={res} (expected one of {joins or 'none: resolution >= 16 is needed'})")
-    if bad: raise ConfigError(f"settings out of range: {'; '.join(bad)}")
-
-def plan_from_run_config(rc: RunConfig, num_gpus: int = 1) -> TrainPlan:
-    "The resolved `TrainPlan` of a `RunConfig` for a job of `num_gpus` processes."
-    if not rc.data.path: raise ConfigError("no training data: pass --data PATH (or data.path=PATH)")
-    rc = apply_cfg_spec(rc, rc.train.cfg, num_gpus)
-    check_ranges(rc)
-    t, m = rc.train, rc.metrics
-    dtype = t.dtype or ('fp32' if rc.model.fp32 else 'fp16')
-    G_kwargs, D_kwargs = rc.generator_kwargs(), rc.discriminator_kwargs()
-    if dtype != 'fp16': G_kwargs, D_kwargs = apply_precision(G_kwargs, D_kwargs, dtype)
-    if t.aug == 'fixed' and t.p is None: raise ConfigError("train.aug=fixed needs train.p (the augmentation probability)")
-    metrics = m.names()
-    if m.best_metric is not None and m.best_metric not in metrics:
-        raise ConfigError(f"metrics.best_metric={m.best_metric} is not among the metrics computed at snapshots ({', '.join(metrics) or 'none'})")
-    return TrainPlan(
-        data=str(rc.data.path), G_kwargs=G_kwargs, D_kwargs=D_kwargs, sampling=rc.sampling.to_dict(), use_labels=rc.data.labels,
-        mirror=rc.data.mirror, max_num_frames=rc.data.max_num_frames, subset=rc.data.subset,
-        max_bad_fraction=rc.data.max_bad_fraction, num_workers=t.num_workers,
-        cfg=t.cfg, batch=t.batch_size, batch_gpu=t.batch_gpu, memory_budget_gb=t.memory_budget_gb, kimg=t.kimg, kimg_per_tick=t.kimg_per_tick, snap=t.snap, seed=t.seed,
-        G_lr=t.lr, D_lr=t.lr, betas=list(t.betas), eps=t.eps, G_reg_interval=t.G_reg_interval, D_reg_interval=t.D_reg_interval,
-        r1_gamma=t.r1_gamma, ema_kimg=t.ema_kimg, ema_rampup=t.ema_rampup, aug=t.aug, augpipe=t.augpipe, aug_p=t.p or 0.0,
-        ada_target=t.ada_target, ada_interval=t.ada_interval, ada_kimg=t.ada_kimg, dtype=dtype,
-        channels_last=t.channels_last, compile=t.compile, tf32=t.allow_tf32, modconv=t.modconv, metrics=metrics,
-        metric_kwargs={'num_runs': m.num_runs, **({'detectors': dict(m.detectors)} if m.detectors else {})},
-        best_metric=m.best_metric or (metrics[0] if metrics else None), keep_last=t.keep_last,
-        grid_videos=t.grid_videos, grid_frames=t.grid_frames, fps=rc.data.fps, device=t.device, progress=t.progress)
-
 def train(run_config: RunConfig, outdir: str | os.PathLike | None = None, resume: str | None = None,
           log: typing.Callable = print) -> dict:
     "Train a StyleGAN-V as `run_config` says, in the run directory `outdir` (default `run_config.outdir`); return a summary."
-    world = sdist.env_ranks()[1]
-    plan = plan_from_run_config(run_config, world)
-    return run_training(plan, outdir or run_config.outdir, resume=resume or run_config.train.resume,
-                        run_config=run_config.to_dict(), log=log)
+    return run_training(run_config, outdir, resume=resume or run_config.train.resume, log=log)
 
 # %% ../nbs/07a_train.ipynb #dbdbce30
 def run_overrides(items: typing.Sequence[str]) -> list[str]:
@@ -1055,16 +918,14 @@ def keep_freed_memory() -> bool:
 def _run_cli(args) -> int:
     if args.outdir is None and not args.show_config:
         raise UsageError("--outdir DIR is required: the run folder (a new one, or an earlier run's with resume=latest)")
-    rc = config_from_args(args, need_data=not args.show_config)
-    if args.show_config:
-        print(commented_yaml(apply_cfg_spec(rc, rc.train.cfg, sdist.env_ranks()[1]))); return 0
+    rc = config_from_args(args, need_data=not args.show_config).resolved(sdist.env_ranks()[1])  # mistakes: one line, no folder
+    if args.show_config: print(commented_yaml(rc)); return 0
     if args.notebook: return run_notebook(rc, args.outdir)
-    plan = plan_from_run_config(rc, sdist.env_ranks()[1])
-    if plan.device == 'cpu' or (plan.device == 'auto' and not torch.cuda.is_available()):
+    if rc.train.device == 'cpu' or (rc.train.device == 'auto' and not torch.cuda.is_available()):
         keep_freed_memory()  # a training process of its own: 4-5% faster steps at 64 px on a CPU (see "Speed on a CPU")
     if sdist.env_ranks()[0] == 0:
-        resume_point(args.outdir, plan, rc.train.resume)  # refuse a wrong resume before building anything
-    try: summary = run_training(plan, args.outdir, resume=rc.train.resume, run_config=rc.to_dict())
+        resume_point(args.outdir, rc, rc.train.resume)  # refuse a wrong resume before building anything
+    try: summary = run_training(rc, args.outdir, resume=rc.train.resume)
     except TrainingDiverged as e:
         print(f"stylegan-v train: error: {e}", file=sys.stderr); return 1
     if sdist.env_ranks()[0] == 0:
@@ -1079,9 +940,8 @@ def cli_main(argv: list[str] | None = None) -> int:
 def run_notebook(rc: RunConfig, outdir: str | os.PathLike) -> int:
     "Execute `nbs/runs/train.ipynb` into `outdir/train.ipynb`: the same `train` call, paths read in the caller's folder."
     from .notebooks import NotebookFailed, absolute_paths, run_template
-    rc = absolute_paths(dataclasses.replace(rc, outdir=str(outdir)))
-    plan = plan_from_run_config(rc, sdist.env_ranks()[1])  # config mistakes: one line before a kernel starts
-    resume_point(rc.outdir, plan, rc.train.resume)  # as the plain command: a wrong resume is refused before the notebook is replaced
+    rc = absolute_paths(dataclasses.replace(rc, outdir=str(outdir))).resolved(sdist.env_ranks()[1])  # mistakes: one line, no kernel
+    resume_point(rc.outdir, rc, rc.train.resume)  # as the plain command: a wrong resume is refused before the notebook is replaced
     out = Path(outdir) / 'train.ipynb'
     try: run_template('train', out, {'run_config': rc.to_dict(), 'outdir': rc.outdir})
     except NotebookFailed as e:  # one line naming the cell, the error and `out`; a user's mistake is a UsageError (exit 2)
@@ -1113,17 +973,12 @@ def plot_training(run_dir: str | os.PathLike, path: str | os.PathLike | None = N
 
 # %% ../nbs/07a_train.ipynb #af47047a
 def demo_train_config(data: str | os.PathLike, resolution: int = 32, kimg: float = 7.2, channels: int = 32) -> RunConfig:
-    "A `RunConfig` that trains a small StyleGAN-V on the built-in synthetic data in minutes on 2 CPU cores."
-    G_kwargs, _ = tiny_model_kwargs(resolution, channels)
-    dim = G_kwargs['w_dim']
-    rc = RunConfig().override([f'data.path={data}', f'data.resolution={resolution}', 'data.max_num_frames=32', 'data.fps=10',
-        'data.mirror=false', 'train.batch_size=8', 'train.num_workers=0', 'train.snap=5', 'train.r1_gamma=0.1', 'train.ema_kimg=1',
-        'train.ada_kimg=2', 'metrics.metrics=[]', f'model.z_dim={dim}', f'model.w_dim={dim}', f'model.motion_z_dim={dim}',
-        f'model.time_enc_dim={dim // 2}', 'model.time_enc_min_period_len=8', 'model.time_enc_max_period_len=256',
-        f'model.fmaps={channels * resolution / 32768}', f'model.channel_max={channels}', 'model.fp32=true',
-        f'model.concat_res={min(16, resolution // 2)}', 'model.mbstd_group_size=4', f'train.kimg={kimg}',
-        f'train.kimg_per_tick={kimg / 10}', 'train.keep_last=2', 'train.grid_videos=4', 'train.grid_frames=16'])
-    return rc
+    "A `RunConfig` that trains a small StyleGAN-V on the built-in synthetic data in minutes on 2 CPU cores (the `demo` model at 32 channels)."
+    model = narrow_model(channels, mbstd_group_size=4, concat_res=min(16, resolution // 2))
+    return RunConfig(model=model).override([f'data.path={data}', f'data.resolution={resolution}', 'data.max_num_frames=32',
+        'data.fps=10', 'data.mirror=false', 'train.batch_size=8', 'train.num_workers=0', 'train.snap=5', 'train.r1_gamma=0.1',
+        'train.ema_kimg=1', 'train.ada_kimg=2', 'metrics.metrics=[]', f'train.kimg={kimg}', f'train.kimg_per_tick={kimg / 10}',
+        'train.keep_last=2', 'train.grid_videos=4', 'train.grid_frames=16'])
 
 # %% ../nbs/07a_train.ipynb #a97138d5
 #| eval: false

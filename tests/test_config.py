@@ -28,7 +28,7 @@ def test_preset_round_trips_and_builds(name, tmp_path):
     assert RunConfig.from_params({**cfg.to_params(), 'other_global': 1}, ignore_unknown=True) == cfg
     tiny = cfg.override(TINY)                      # the preset's own labels, sampling and time encoder, tiny widths
     G, D = Generator(**tiny.generator_kwargs()), Discriminator(**tiny.discriminator_kwargs())
-    assert ModelConfig.from_network_kwargs(G.init_kwargs, D.init_kwargs) == tiny.model
+    assert ModelConfig.from_network_kwargs(G.init_kwargs, D.init_kwargs).resolved(32) == tiny.model.resolved(32)
     B, F = 2, tiny.sampling.num_frames_per_video
     c = torch.zeros(B, tiny.data.c_dim)
     t = torch.tensor([[0, 2, 4], [1, 3, 9]], dtype=torch.float32)
@@ -104,4 +104,4 @@ def test_commented_yaml_lists_every_field_with_its_comment_and_reads_back():
     for f in dataclasses.fields(TrainConfig):                     # every field on its own line, commented where the source is
         line = next(l for l in lines if l.startswith(f'  {f.name}:'))
         assert (field_comments(TrainConfig).get(f.name) or '') in line
-    assert any('memory_budget_gb: 2.5' in l and '# memory a training step may take' in l for l in lines)
+    assert any('memory_budget_gb: 2.5' in l and '# memory a step may take' in l for l in lines)

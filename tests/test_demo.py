@@ -75,10 +75,10 @@ def test_demo_checkpoint_is_the_trained_G_ema(demo_run):
 
 def test_short_training_lowers_the_frechet_distance(tmp_path):
     from stylegan_v.demo import DemoConfig, LearningProbe, demo_dataset, demo_run_config
-    from stylegan_v.train import Trainer, plan_from_run_config
+    from stylegan_v.train import Trainer
     torch.set_num_threads(1)
     cfg = DemoConfig(resolution=16, channels=16, num_videos=4)
-    trainer = Trainer(plan_from_run_config(demo_run_config(cfg, demo_dataset(cfg, tmp_path))))
+    trainer = Trainer(demo_run_config(cfg, demo_dataset(cfg, tmp_path)))
     probe = LearningProbe(trainer.dataset, num_clips=64)
     before = probe(trainer.G_ema)
     clips = iter(trainer.clip_loader())

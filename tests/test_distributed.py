@@ -13,8 +13,9 @@ import yaml
 from stylegan_v.checkpoints import read_checkpoint
 from stylegan_v.data.synthetic import default_synthetic_dataset
 from stylegan_v.distributed import env_ranks, free_port, spawn
-from stylegan_v.train import (TrainPlan, demo_train_config, find_snapshots, plan_from_run_config, run_training,
-                              tiny_model_kwargs)
+from stylegan_v.config import RunConfig
+from stylegan_v.train import demo_train_config, find_snapshots, run_training
+from tiny_models import tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES_PER_STEP = 4 * 3
@@ -31,13 +32,9 @@ def one_thread(monkeypatch):
     for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'): monkeypatch.delenv(k, raising=False)
 
 
-def tiny_plan(data, steps, **kw) -> TrainPlan:
-    G, D = tiny_model_kwargs(16, 16)
-    base = dict(data=str(data), G_kwargs=G, D_kwargs=D, batch=4, batch_gpu=2, num_workers=0, r1_gamma=1.0, dtype='fp32',
-                D_reg_interval=2, ada_interval=1, ada_kimg=0.5, kimg=steps * FRAMES_PER_STEP / 1000,
-                kimg_per_tick=FRAMES_PER_STEP / 1000, snap=2, grid_videos=2, grid_frames=2, progress=False, keep_last=0,
-                device='cpu')
-    return TrainPlan(**{**base, **kw})
+def tiny_plan(data, steps, *overrides: str) -> RunConfig:
+    return tiny_run_config(data, steps, 1, 2, 'train.batch_gpu=2', 'train.ada_interval=1', 'train.ada_kimg=0.5',
+                           'train.grid_frames=2', *overrides)
 
 
 def final_state(run_dir):
@@ -83,12 +80,12 @@ def test_metrics_at_snapshots_on_two_processes(tmp_path, data16, monkeypatch):
     from stylegan_v.metrics.evaluate import compute_metric
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))     # spawned ranks inherit it
     kw = {'detectors': {'i3d': str(save_standin(StandInVideoDetector(), tmp_path / 'i3d.pt'))}, 'num_workers': 0}
-    plan = tiny_plan(data16, steps=1, snap=1, metrics=['fvd8_4f'], metric_kwargs=kw)
+    plan = tiny_plan(data16, 1, 'train.snap=1', 'metrics.metrics=[fvd8_4f]', f"metrics.detectors={{i3d: {kw['detectors']['i3d']}}}")
     spawn(run_training, 2, plan, str(tmp_path / 'two'), device='cpu')
     lines = [json.loads(l) for l in (tmp_path / 'two' / 'metric-fvd8_4f.jsonl').read_text().splitlines()]
     assert len(lines) == 1 and lines[0]['protocol']['world_size'] == 2
     G_ema = load_checkpoint(find_snapshots(tmp_path / 'two')[-1], ['G_ema'])['G_ema'].eval()
-    one = compute_metric('fvd8_4f', real=str(data16), G=G_ema, seed=plan.seed, device='cpu', progress=False, **kw)
+    one = compute_metric('fvd8_4f', real=str(data16), G=G_ema, seed=plan.train.seed, device='cpu', progress=False, **kw)
     assert abs(one['value'] - lines[0]['value']) <= 1e-6 * max(1.0, abs(one['value'])), (one['value'], lines[0]['value'])
 
 @pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1', reason='slow (~1-2 min, 4 processes): set STYLEGAN_V_SLOW=1')
@@ -98,7 +95,7 @@ def test_two_torchrun_nodes_form_one_job(tmp_path, data16):
                       'train.kimg_per_tick=0.012', 'train.grid_videos=2', 'train.grid_frames=2', 'train.progress=false',
                       'train.device=cpu'])
     (tmp_path / 'run.yaml').write_text(yaml.safe_dump(rc.to_dict()))
-    spawn(run_training, 2, plan_from_run_config(rc, 2), str(tmp_path / 'spawned'), device='cpu')
+    spawn(run_training, 2, rc, str(tmp_path / 'spawned'), device='cpu')
     port = free_port()
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc_per_node', '1',
                 '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', '--max-restarts', '0']

@@ -18,8 +18,9 @@ import torch
 from stylegan_v.checkpoints import read_checkpoint
 from stylegan_v.distributed import free_port
 from stylegan_v.runs import DiskFull, latest_snapshot, load_stats, snapshot_files, snapshot_name
-from tiny_models import tiny_train_plan
-from stylegan_v.train import EXIT_PREEMPTED, TrainPlan, run_training
+from tiny_models import tiny_run_config
+from stylegan_v.config import RunConfig
+from stylegan_v.train import EXIT_PREEMPTED, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 slow = pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
@@ -28,8 +29,8 @@ STEPS, FRAMES_PER_STEP = 8, 4 * 3      # 8 steps of 4 videos x 3 frames; a tick 
 
 
 
-def tiny_plan(data, **kw) -> TrainPlan:
-    return tiny_train_plan(data, STEPS, **{'steps_per_tick': 2, 'snap': 2, **kw})
+def tiny_plan(data, *overrides: str) -> RunConfig:
+    return tiny_run_config(data, STEPS, 2, 2, *overrides)
 
 
 # --- stop signals: a child process (or two gloo ranks) told to stop at a random step ------------------------------
@@ -38,8 +39,9 @@ CHILD = textwrap.dedent('''
     import json, sys, time, torch
     torch.set_num_threads(1)
     from pathlib import Path
-    from stylegan_v.train import TrainPlan, Trainer, run_training
-    plan = TrainPlan.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+    from stylegan_v.config import RunConfig
+    from stylegan_v.train import Trainer, run_training
+    plan = RunConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     step = Trainer.train_step
     def slow_step(self, rounds):   # a marker per finished step, so the test can aim its signal at a step
         step(self, rounds); Path(sys.argv[2], f'.step-{self.env.rank}').write_text(str(self.counters['batch_idx']))
@@ -127,7 +129,7 @@ def test_stop_signal_snapshots_the_step_and_resume_is_bit_exact(tmp_path, data16
 
 @slow
 def test_sigterm_on_one_of_two_gloo_ranks_stops_both_after_the_same_step(tmp_path, data16):
-    plan = tiny_plan(data16, batch_gpu=2)
+    plan = tiny_plan(data16, 'train.batch_gpu=2')
     ref = tmp_path / 'ref'
     (tmp_path / 'r').mkdir()
     finish(start(tmp_path / 'r', plan, ref, world=2, port=free_port()))
@@ -212,8 +214,7 @@ def test_full_disk_at_a_video_grid_or_metric_write(tmp_path, data16, monkeypatch
     from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))
     i3d = save_standin(StandInVideoDetector(), tmp_path / 'i3d.pt')
-    plan = tiny_plan(data16, kimg=6 * FRAMES_PER_STEP / 1000, metrics=['fvd8_4f'],
-                     metric_kwargs={'detectors': {'i3d': str(i3d)}, 'num_workers': 0})
+    plan = tiny_plan(data16, f'train.kimg={6 * FRAMES_PER_STEP / 1000}', 'metrics.metrics=[fvd8_4f]', f'metrics.detectors={{i3d: {i3d}}}')
     calls = []
     if what == 'grid video': monkeypatch.setattr(train, 'write_video', no_space_on(calls, 2, train.write_video))
     else: monkeypatch.setattr(ev, 'report_metric', no_space_on(calls, 2, ev.report_metric))
@@ -231,7 +232,7 @@ def test_low_free_space_warns_in_one_line_before_training(tmp_path, data16, monk
     import stylegan_v.runs as runs
     monkeypatch.setattr(runs, 'free_bytes', lambda folder: 1 << 16)
     said = []
-    run_training(tiny_plan(data16, kimg=FRAMES_PER_STEP / 1000), tmp_path / 'run', log=said.append)
+    run_training(tiny_plan(data16, f'train.kimg={FRAMES_PER_STEP / 1000}'), tmp_path / 'run', log=said.append)
     warned = [l for l in said if l.startswith('warning:')]
     assert len(warned) == 1 and 'has 0.1 MiB free, less than 3 snapshots of' in warned[0], said
 
@@ -244,13 +245,13 @@ def damage(path: Path):
 
 def test_resume_latest_skips_a_truncated_newest_snapshot_naming_it(tmp_path, data16, capsys):
     run, said = tmp_path / 'run', []
-    run_training(tiny_plan(data16, kimg=3 * FRAMES_PER_STEP / 1000, snap=1), run, log=said.append)
+    run_training(tiny_plan(data16, f'train.kimg={3 * FRAMES_PER_STEP / 1000}', 'train.snap=1'), run, log=said.append)
     previous, newest = snapshot_files(run)                                   # after steps 1 and 3
     damage(newest)
     import warnings
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
-        s = run_training(tiny_plan(data16, kimg=5 * FRAMES_PER_STEP / 1000, snap=1), run, resume='latest', log=said.append)
+        s = run_training(tiny_plan(data16, f'train.kimg={5 * FRAMES_PER_STEP / 1000}', 'train.snap=1'), run, resume='latest', log=said.append)
     lines = [l for l in said + [str(x.message) for x in w] + capsys.readouterr().out.splitlines() if newest.name in l]
     assert len(lines) == 1 and 'unreadable' in lines[0] and 'truncated' in lines[0], lines
     assert s['resumed_from'] == previous.name and latest_snapshot(run).name == snapshot_name(5 * FRAMES_PER_STEP)
@@ -260,7 +261,7 @@ def test_resume_latest_skips_a_truncated_newest_snapshot_naming_it(tmp_path, dat
 def test_generate_networks_dir_without_metrics_takes_the_newest_readable_snapshot(tmp_path, data16, capsys):
     from stylegan_v.generate import cli_main as generate
     run = tmp_path / 'run'
-    run_training(tiny_plan(data16, kimg=3 * FRAMES_PER_STEP / 1000, snap=1), run, log=lambda m: None)
+    run_training(tiny_plan(data16, f'train.kimg={3 * FRAMES_PER_STEP / 1000}', 'train.snap=1'), run, log=lambda m: None)
     previous, newest = snapshot_files(run)
     damage(newest)
     capsys.readouterr()
@@ -284,8 +285,8 @@ def test_a_metric_failing_mid_run_is_logged_and_the_run_goes_on(tmp_path, data16
         if len(calls) == 2: raise FileNotFoundError(f'detector file {i3d} is gone')
         return dict(real(*a, **k), value=[5.0, None, 9.0][len(calls) - 1])   # the failed one would have been the best
     monkeypatch.setattr(ev, 'compute_metric', flaky)
-    plan = tiny_plan(data16, kimg=3 * FRAMES_PER_STEP / 1000, kimg_per_tick=FRAMES_PER_STEP / 1000, snap=1, keep_last=1,
-                     metrics=['fvd8_4f'], best_metric='fvd8_4f', metric_kwargs={'detectors': {'i3d': str(i3d)}, 'num_workers': 0})
+    plan = tiny_plan(data16, f'train.kimg={3 * FRAMES_PER_STEP / 1000}', f'train.kimg_per_tick={FRAMES_PER_STEP / 1000}', 'train.snap=1',
+                     'train.keep_last=1', 'metrics.metrics=[fvd8_4f]', 'metrics.best_metric=fvd8_4f', f'metrics.detectors={{i3d: {i3d}}}')
     said = []
     s = run_training(plan, tmp_path / 'run', log=said.append)
     assert s['steps'] == 3
@@ -316,10 +317,10 @@ def test_unreadable_videos_at_index_time_one_line_then_refused_above_the_fractio
     import warnings
     from stylegan_v.data.layout import DatasetError
     with pytest.raises(DatasetError, match=r'1 of 11 videos are unreadable, more than max_bad_fraction=0.01 .*broken.mp4'):
-        run_training(tiny_plan(mp4_videos, kimg=FRAMES_PER_STEP / 1000), tmp_path / 'refused', log=lambda m: None)
+        run_training(tiny_plan(mp4_videos, f'train.kimg={FRAMES_PER_STEP / 1000}'), tmp_path / 'refused', log=lambda m: None)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
-        run_training(tiny_plan(mp4_videos, kimg=FRAMES_PER_STEP / 1000, max_bad_fraction=0.1), tmp_path / 'run', log=lambda m: None)
+        run_training(tiny_plan(mp4_videos, f'train.kimg={FRAMES_PER_STEP / 1000}', 'data.max_bad_fraction=0.1'), tmp_path / 'run', log=lambda m: None)
     said = [str(x.message) for x in w if 'broken.mp4' in str(x.message)]
     assert len(said) == 1 and 'leaving out 1 of 11 videos that cannot be read' in said[0], said
 
@@ -335,12 +336,12 @@ def test_a_video_failing_mid_run_is_skipped_named_and_counted(tmp_path, mp4_vide
         step(self, rounds)
         if self.counters['batch_idx'] == 1:
             if bad['files'] is None:    # the video of the next step's first clip
-                bad['files'] = [self.dataset.describe_item(ClipStream(self.dataset, self.plan.seed).item(4)).split()[1]]
+                bad['files'] = [self.dataset.describe_item(ClipStream(self.dataset, self.rc.train.seed).item(4)).split()[1]]
             for name in bad['files']: (mp4_videos / name).write_bytes(b'') if name != 'v7.mp4' else (mp4_videos / name).unlink()
     monkeypatch.setattr(Trainer, 'train_step', then_break)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
-        s = run_training(tiny_plan(mp4_videos, kimg=3 * FRAMES_PER_STEP / 1000, kimg_per_tick=FRAMES_PER_STEP / 1000, snap=100),
+        s = run_training(tiny_plan(mp4_videos, f'train.kimg={3 * FRAMES_PER_STEP / 1000}', f'train.kimg_per_tick={FRAMES_PER_STEP / 1000}', 'train.snap=100'),
                          tmp_path / 'run', log=lambda m: None)
     assert s['steps'] == 3
     skipped = [str(x.message) for x in w if str(x.message).startswith('skipping video')]
@@ -349,7 +350,7 @@ def test_a_video_failing_mid_run_is_skipped_named_and_counted(tmp_path, mp4_vide
     bad['files'] = [f'v{k}.mp4' for k in range(10)]           # all of them: an error, never a hang
     with warnings.catch_warnings(), pytest.raises(DatasetError, match='17 videos in a row failed to decode'):
         warnings.simplefilter('ignore')
-        run_training(tiny_plan(mp4_videos, kimg=3 * FRAMES_PER_STEP / 1000, max_bad_fraction=0.2, snap=100), tmp_path / 'broken',
+        run_training(tiny_plan(mp4_videos, f'train.kimg={3 * FRAMES_PER_STEP / 1000}', 'data.max_bad_fraction=0.2', 'train.snap=100'), tmp_path / 'broken',
                      log=lambda m: None)
 
 

@@ -16,9 +16,10 @@ import torch
 from stylegan_v.checkpoints import read_checkpoint
 from stylegan_v.data.synthetic import default_synthetic_dataset
 from stylegan_v.distributed import DistEnv
-from tiny_models import tiny_train_plan
-from stylegan_v.train import (TrainPlan, Trainer, TrainingDiverged, cli_main, find_snapshots, run_training,
-                              snapshot_name, tiny_model_kwargs)
+from tiny_models import tiny_run_config
+from stylegan_v.config import RunConfig
+from stylegan_v.train import (Trainer, TrainingDiverged, check_resume_compatible, cli_main, demo_train_config, find_snapshots,
+                              run_training, snapshot_name, snapshot_settings)
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8          # steps of run A; one tick per step, snapshots every 3 ticks (ticks 0, 3, 6 and the end)
@@ -26,16 +27,17 @@ FRAMES_PER_STEP = 4 * 3
 
 
 
-def tiny_plan(data, **kw) -> TrainPlan:
-    return tiny_train_plan(data, STEPS, **{'steps_per_tick': 1, 'snap': 3, **kw})
+def tiny_plan(data, *overrides: str) -> RunConfig:
+    return tiny_run_config(data, STEPS, 1, 3, *overrides)
 
 
 CHILD = textwrap.dedent('''
     import json, os, sys, time, torch
     torch.set_num_threads(1)
     from pathlib import Path
-    from stylegan_v.train import TrainPlan, run_training
-    plan = TrainPlan.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+    from stylegan_v.config import RunConfig
+    from stylegan_v.train import run_training
+    plan = RunConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     if len(sys.argv) > 3:   # hang half-way through writing snapshot number argv[3] (then the test kills us)
         import stylegan_v.checkpoints as ck
         from stylegan_v.core import atomic_path
@@ -131,22 +133,26 @@ def test_sigkill_during_snapshot_write(tmp_path, data16, run_a):
 
 
 def test_resume_refuses_changed_settings(tmp_path, data16, run_a):
-    with pytest.raises(Exception, match='differ in G_lr, r1_gamma'):
-        run_training(tiny_plan(data16, G_lr=0.01, r1_gamma=2.0), run_a, resume='latest')
+    with pytest.raises(Exception, match='differ in train.lr, train.r1_gamma'):
+        run_training(tiny_plan(data16, 'train.lr=0.01', 'train.r1_gamma=2.0'), run_a, resume='latest')
     with pytest.raises(FileExistsError, match='resume=latest'):
         run_training(tiny_plan(data16), run_a)
 
 
 def test_bad_inputs(tmp_path, data16):
     with pytest.raises(Exception, match=r'16x16 frames but the model is configured for resolution 32'):
-        G, D = tiny_model_kwargs(32, 16)
-        Trainer(tiny_plan(data16, G_kwargs=G, D_kwargs=D))
-    with pytest.raises(Exception, match='batch=4 videos cannot be split over 3 processes'):
+        Trainer(tiny_plan(data16, 'data.resolution=32'))
+    with pytest.raises(Exception, match=r'train.batch_size=4 \(expected a multiple of 3 process\(es\)'):
         Trainer(tiny_plan(data16), DistEnv(rank=0, world_size=3))
 
 
-def test_non_finite_loss_stops_and_names_the_phase(tmp_path, data16):
-    plan = tiny_plan(data16, D_lr=1e30, D_reg_interval=None, kimg=4 * FRAMES_PER_STEP / 1000)  # step 0 fine, then D blows up
+def test_non_finite_loss_stops_and_names_the_phase(tmp_path, data16, monkeypatch):
+    step = Trainer.train_step
+    def poisoned(self, rounds):   # step 0 fine (and snapshotted), then D's weights turn infinite
+        step(self, rounds)
+        with torch.no_grad(): next(self.D.parameters()).fill_(float('inf'))
+    monkeypatch.setattr(Trainer, 'train_step', poisoned)
+    plan = tiny_plan(data16, f'train.kimg={4 * FRAMES_PER_STEP / 1000}')
     with pytest.raises(TrainingDiverged, match=r'phase Gmain produced a non-finite loss \(.*Loss/G/loss.*\) at step 1 .*last good snapshot is .*000000\.012'):
         run_training(plan, tmp_path / 'run', log=lambda *a: None)
 
@@ -163,13 +169,15 @@ def test_cli_errors(tmp_path, data16, capsys):
     assert cli_main(common + ['train.dtype=fp8']) == 2
     assert "'fp32', 'fp16', 'bf16'" in capsys.readouterr().err
     assert cli_main(common + ['metrics.best_metric=fid50k_full']) == 2
-    assert 'metrics.best_metric=fid50k_full is not among the metrics computed at snapshots (fvd2048_16f)' in capsys.readouterr().err
+    assert 'metrics.best_metric=fid50k_full (expected one of the metrics computed: fvd2048_16f)' in capsys.readouterr().err
+    assert cli_main(common + ['data.resolution=16', 'model.concat_res=16', 'train.kimg=-1']) == 2   # a new user's two mistakes
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'train.kimg=-1.0 (expected > 0); model.concat_res=16 with data.resolution=16 (expected one of [8])' in err
     assert not (tmp_path / 'run').exists()
 
 
 def test_cli_trains_resumes_and_runs_the_notebook(tmp_path, data16, capsys):
     import yaml
-    from stylegan_v.train import demo_train_config
     rc = demo_train_config(data16, resolution=16, channels=16)
     cfg = tmp_path / 'run.yaml'
     cfg.write_text(yaml.safe_dump(rc.override(['train.batch_size=4']).to_dict()))
@@ -181,17 +189,17 @@ def test_cli_trains_resumes_and_runs_the_notebook(tmp_path, data16, capsys):
     assert cli_main(run + ['train.kimg=0.036', 'resume=latest'] + quick) == 0          # a longer run may resume
     assert [json.loads(l)['tick'] for l in (tmp_path / 'run' / 'stats.jsonl').read_text().splitlines()] == [0, 1, 2]
     assert cli_main(run + ['train.kimg=0.048', 'resume=latest', 'train.lr=0.1'] + quick) == 2
-    assert 'differ in D_lr, G_lr' in capsys.readouterr().err
+    assert 'differ in train.lr' in capsys.readouterr().err
     nb = tmp_path / 'nb'
     assert cli_main(['--notebook', '--config', str(cfg), '--outdir', str(nb), 'train.kimg=0.012'] + quick) == 0
     assert (nb / 'train.ipynb').is_file() and (nb / 'training.png').is_file() and find_snapshots(nb)
 
 
-@pytest.mark.parametrize('switch', [{'dtype': 'bf16'}, {'channels_last': True}, {'dtype': 'fp16'},
-    pytest.param({'compile': True}, marks=pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
+@pytest.mark.parametrize('switch', ['train.dtype=bf16', 'train.channels_last=true', 'train.dtype=fp16',
+    pytest.param('train.compile=true', marks=pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
                                                              reason='slow (torch.compile of G on the CPU took 570 s here): set STYLEGAN_V_SLOW=1'))])
 def test_precision_memory_format_and_compile_switches_train_on_cpu(tmp_path, data16, switch):
-    s = run_training(tiny_plan(data16, kimg=2 * FRAMES_PER_STEP / 1000, snap=100, **switch), tmp_path / 'run', log=lambda *a: None)
+    s = run_training(tiny_plan(data16, f'train.kimg={2 * FRAMES_PER_STEP / 1000}', 'train.snap=100', switch), tmp_path / 'run', log=lambda *a: None)
     assert s['steps'] == 2 and all(math.isfinite(v) for k, v in s['stats'].items() if k.startswith('Loss/'))
     _, tensors = read_checkpoint(find_snapshots(tmp_path / 'run')[-1])
     assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.startswith('G.'))   # stored as fp32 either way
@@ -200,7 +208,7 @@ def test_precision_memory_format_and_compile_switches_train_on_cpu(tmp_path, dat
 def test_unloadable_metric_detector_is_refused_before_training(tmp_path, data16, monkeypatch):
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))   # no detector there, and no network
     with pytest.raises(Exception, match=r'metric fvd64_16f needs the i3d detector, which could not be loaded: .*metrics.metrics=\[\]'):
-        run_training(tiny_plan(data16, metrics=['fvd64_16f']), tmp_path / 'run', log=lambda *a: None)
+        run_training(tiny_plan(data16, 'metrics.metrics=[fvd64_16f]'), tmp_path / 'run', log=lambda *a: None)
     assert not (tmp_path / 'run' / 'stats.jsonl').exists()
 
 
@@ -209,8 +217,8 @@ def test_metrics_at_snapshots_keep_last_and_best(tmp_path, data16, monkeypatch):
     from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))
     i3d = save_standin(StandInVideoDetector(), tmp_path / 'i3d_standin.pt')
-    plan = tiny_plan(data16, kimg=3 * FRAMES_PER_STEP / 1000, snap=1, keep_last=1, metrics=['fvd8_4f'], best_metric='fvd8_4f',
-                     metric_kwargs={'detectors': {'i3d': str(i3d)}, 'num_workers': 0})
+    plan = tiny_plan(data16, f'train.kimg={3 * FRAMES_PER_STEP / 1000}', 'train.snap=1', 'train.keep_last=1', 'metrics.metrics=[fvd8_4f]',
+                     'metrics.best_metric=fvd8_4f', f'metrics.detectors={{i3d: {i3d}}}')
     run_training(plan, tmp_path / 'run', log=lambda *a: None)
     lines = [json.loads(l) for l in (tmp_path / 'run' / 'metric-fvd8_4f.jsonl').read_text().splitlines()]
     assert [l['snapshot'] for l in lines] == [snapshot_name(n * FRAMES_PER_STEP) for n in (1, 2, 3)]
@@ -249,7 +257,7 @@ def test_resume_latest_needs_only_the_run_folder(tmp_path, data16, capsys):
     capsys.readouterr()
     assert cli_main(['--outdir', str(run), 'resume=latest', 'train.kimg=0.036', 'train.r1_gamma=2']) == 2
     err = capsys.readouterr().err
-    assert err.count('\n') == 1 and 'differ in r1_gamma' in err
+    assert err.count('\n') == 1 and 'differ in train.r1_gamma' in err
     assert cli_main(['--outdir', str(tmp_path / 'typo'), 'resume=latest']) == 2             # a mistyped folder: no new run
     assert 'holds no training run' in capsys.readouterr().err and not (tmp_path / 'typo').exists()
     for kimg in ('0.012', '0.024'):                                                         # auto: start, then continue
@@ -270,7 +278,7 @@ def test_a_run_that_failed_before_its_first_snapshot_does_not_block_a_retry(tmp_
     run.mkdir(); (run / 'run.json').write_text('{"plan": {"batch": 64}}'); (run / 'reals.png').write_bytes(b'')  # a killed start
     assert cli_main(quick_cli(data16, run, 'train.kimg=0.012', 'train.batch_size=8')) == 0   # other settings: fine
     assert 'removed reals.png, run.json of a run that stopped before its first snapshot' in capsys.readouterr().out
-    assert json.loads((run / 'run.json').read_text())['plan']['batch'] == 8 and find_snapshots(run)
+    assert json.loads((run / 'run.json').read_text())['run_config']['train']['batch_size'] == 8 and find_snapshots(run)
 
 
 def test_memory_budget_sets_the_videos_per_round(tmp_path):
@@ -307,7 +315,7 @@ def test_a_folder_of_videos_of_three_sizes_trains_at_the_given_resolution(tmp_pa
     for name, (h, w) in {'wide': (24, 40), 'tall': (40, 24), 'square': (32, 32)}.items(): write_mp4(videos / f'{name}.mp4', h, w)
     assert cli_main(quick_cli(videos, tmp_path / 'run', 'train.kimg=0.012', 'data.max_num_frames=12')) == 0
     snap = find_snapshots(tmp_path / 'run')[-1]
-    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['plan']['G_kwargs']['img_resolution'] == 16 and snap
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['run_config']['data']['resolution'] == 16 and snap
 
 
 def test_show_config_prints_every_field_with_its_comment(capsys):
@@ -336,3 +344,13 @@ def test_out_of_range_settings_are_refused_before_any_folder(tmp_path, data16, c
     assert err.count('\n') == 1 and 'train.kimg=-1.0 (expected > 0); train.snap=0 (expected >= 1); model.concat_res=16 with ' \
                                     'data.resolution=16 (expected one of [8])' in err
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_snapshot_of_an_older_version_resumes_by_its_plan():
+    "Snapshots before the resolved RunConfig recorded a `TrainPlan` (here the default demo's, written by that version)."
+    from stylegan_v.demo import DemoConfig, demo_run_config
+    plan = json.loads((REPO / 'tests' / 'fixtures' / 'legacy_demo_plan.json').read_text())
+    rc = demo_run_config(DemoConfig(), plan['data']).resolved()
+    check_resume_compatible(*snapshot_settings({'plan': plan}, rc), 'old')            # the same run: nothing differs
+    with pytest.raises(Exception, match='differ in G, train.lr'):                     # G's widths and a rate changed: refused
+        check_resume_compatible(*snapshot_settings({'plan': plan}, rc.override(['train.lr=0.01', 'model.channel_max=16'])), 'old')
