@@ -261,7 +261,7 @@ def _run_config(data: Path, sz: dict, res: int, device, extra=(), workers: int =
 
 def part_train(p: Part, device, sz: dict, work: Path):
     import torch
-    from stylegan_v.train import Trainer
+    from stylegan_v.trainer import Trainer
     dtype, channels_last, compile_ = TRAIN_VARIANTS[p.name]
     if dtype == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         p.skip('bf16', f'{torch.cuda.get_device_name(device)} has no bfloat16 support'); return
@@ -309,7 +309,7 @@ def part_train(p: Part, device, sz: dict, work: Path):
 # ----------------------------------------------------------------------------------------------------- part: torchrun
 def part_torchrun(p: Part, device, sz: dict, work: Path):
     import torch
-    from stylegan_v.train import find_snapshots, snapshot_name
+    from stylegan_v.runs import find_snapshots, snapshot_name
     res = sz['torchrun_res']
     data = _dataset(work, res)
     rc = _run_config(data, sz, res, device, workers=2)  # the real loop reads its data every step

@@ -42,7 +42,8 @@ def main(argv=None):
     import torch
     if args.threads: torch.set_num_threads(args.threads)
     from stylegan_v.demo import DemoConfig, check_demo_config, demo_dataset, demo_run_config, LearningProbe
-    from stylegan_v.train import Trainer, keep_freed_memory
+    from stylegan_v.train import keep_freed_memory
+    from stylegan_v.trainer import Trainer
     cfg = check_demo_config(DemoConfig().override(args.fields))
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     label = args.label or ('_'.join(a.replace('=', '') for a in args.fields) or 'default')

@@ -22,7 +22,8 @@ def train(args) -> Path:
     torch.set_num_threads(args.threads)
     from stylegan_v.data.synthetic import default_synthetic_dataset
     from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
-    from stylegan_v.train import EXIT_PREEMPTED, demo_train_config, keep_freed_memory, run_training
+    from stylegan_v.loop import EXIT_PREEMPTED, run_training
+    from stylegan_v.train import demo_train_config, keep_freed_memory
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault('STYLEGAN_V_CACHE', str(out / 'cache'))   # the metric's real-data statistics live there

@@ -1,5 +1,5 @@
 """Training-loop speed on this machine: sec/kimg (thousands of *frames*, as the original counts) and peak memory of
-`stylegan_v.train.run_training`, and the data loader's clip rate against the rate training consumes clips.
+`stylegan_v.loop.run_training`, and the data loader's clip rate against the rate training consumes clips.
 
 Configurations, each in its own process (so peak memory is its own), measured in the same invocation:
   demo           the demo's run (`demo_train_config`: 32 px, tiny widths, batch 8, ADA)
@@ -30,7 +30,9 @@ def child(args):
     import torch
     torch.set_num_threads(args.threads)
     from stylegan_v.data.synthetic import default_synthetic_dataset
-    from stylegan_v.train import demo_train_config, load_stats, run_training
+    from stylegan_v.loop import run_training
+    from stylegan_v.runs import load_stats
+    from stylegan_v.train import demo_train_config
     tmp = Path(tempfile.mkdtemp(prefix='bench-train-'))
     res = 32 if args.one == 'demo' else args.res
     data = default_synthetic_dataset(32, 32, res, root=Path(args.cache) / 'data')
@@ -70,7 +72,7 @@ def loader_rate(res: int, workers: int, batch: int, cache: str, seconds: float =
     import torch
     from stylegan_v.data.synthetic import default_synthetic_dataset
     from stylegan_v.config import RunConfig
-    from stylegan_v.train import ClipStream, RankClips, open_training_dataset
+    from stylegan_v.trainer import ClipStream, RankClips, open_training_dataset
     data = default_synthetic_dataset(32, 32, res, root=Path(cache) / 'data')
     ds = open_training_dataset(RunConfig().override([f'data.path={data}', f'data.resolution={res}']))
     loader = torch.utils.data.DataLoader(ClipStream(ds), batch_size=batch, sampler=RankClips(batch, batch), num_workers=workers,

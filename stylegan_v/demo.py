@@ -25,8 +25,9 @@ from .data.dataset import VideoDataset
 from . import checkpoints
 from .generate import decomposition_seeds, videos_array, video_grid, generate
 from .metrics.stats import frechet_distance
-from .train import (RUN_FILE, ClipStream, Trainer, counter_seed, demo_train_config, find_snapshots,
-                              open_training_dataset, plot_training, train)
+from .runs import RUN_FILE, find_snapshots
+from .trainer import ClipStream, Trainer, counter_seed, open_training_dataset
+from .train import demo_train_config, plot_training, train
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif', 'native_bf16',

@@ -64,7 +64,7 @@ def test_demo_checkpoint_is_the_trained_G_ema(demo_run):
     out, _ = demo_run
     import stylegan_v
     from stylegan_v.checkpoints import load_checkpoint
-    from stylegan_v.train import find_snapshots
+    from stylegan_v.runs import find_snapshots
     G = stylegan_v.load(out / 'model.safetensors')
     G_snap = load_checkpoint(find_snapshots(out / 'train')[-1], ['G_ema'])['G_ema']
     for (k, a), (_, b) in zip(G.state_dict().items(), G_snap.state_dict().items()): assert torch.equal(a, b), k
@@ -75,7 +75,7 @@ def test_demo_checkpoint_is_the_trained_G_ema(demo_run):
 
 def test_short_training_lowers_the_frechet_distance(tmp_path):
     from stylegan_v.demo import DemoConfig, LearningProbe, demo_dataset, demo_run_config
-    from stylegan_v.train import Trainer
+    from stylegan_v.trainer import Trainer
     torch.set_num_threads(1)
     cfg = DemoConfig(resolution=16, channels=16, num_videos=4)
     trainer = Trainer(demo_run_config(cfg, demo_dataset(cfg, tmp_path)))

@@ -14,7 +14,9 @@ from stylegan_v.checkpoints import read_checkpoint
 from stylegan_v.data.synthetic import default_synthetic_dataset
 from stylegan_v.distributed import env_ranks, free_port, spawn
 from stylegan_v.config import RunConfig
-from stylegan_v.train import demo_train_config, find_snapshots, run_training
+from stylegan_v.loop import run_training
+from stylegan_v.runs import find_snapshots
+from stylegan_v.train import demo_train_config
 from tiny_models import tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from stylegan_v.distributed import free_port
 from stylegan_v.runs import DiskFull, latest_snapshot, load_stats, snapshot_files, snapshot_name
 from tiny_models import tiny_run_config
 from stylegan_v.config import RunConfig
-from stylegan_v.train import EXIT_PREEMPTED, run_training
+from stylegan_v.loop import EXIT_PREEMPTED, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 slow = pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
@@ -40,7 +40,8 @@ CHILD = textwrap.dedent('''
     torch.set_num_threads(1)
     from pathlib import Path
     from stylegan_v.config import RunConfig
-    from stylegan_v.train import Trainer, run_training
+    from stylegan_v.loop import run_training
+    from stylegan_v.trainer import Trainer
     plan = RunConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     step = Trainer.train_step
     def slow_step(self, rounds):   # a marker per finished step, so the test can aim its signal at a step
@@ -209,14 +210,14 @@ def test_full_disk_at_a_snapshot_stops_with_one_line_and_resumes(tmp_path, data1
 @slow
 @pytest.mark.parametrize('what', ['grid video', 'metric log'])
 def test_full_disk_at_a_video_grid_or_metric_write(tmp_path, data16, monkeypatch, what):
-    import stylegan_v.train as train
+    import stylegan_v.snapshots as snapshots
     import stylegan_v.metrics.evaluate as ev
     from stylegan_v.metrics.detectors import StandInVideoDetector, save_standin
     monkeypatch.setenv('STYLEGAN_V_CACHE', str(tmp_path / 'cache'))
     i3d = save_standin(StandInVideoDetector(), tmp_path / 'i3d.pt')
     plan = tiny_plan(data16, f'train.kimg={6 * FRAMES_PER_STEP / 1000}', 'metrics.metrics=[fvd8_4f]', f'metrics.detectors={{i3d: {i3d}}}')
     calls = []
-    if what == 'grid video': monkeypatch.setattr(train, 'write_video', no_space_on(calls, 2, train.write_video))
+    if what == 'grid video': monkeypatch.setattr(snapshots, 'write_video', no_space_on(calls, 2, snapshots.write_video))
     else: monkeypatch.setattr(ev, 'report_metric', no_space_on(calls, 2, ev.report_metric))
     with pytest.raises(DiskFull) as e: run_training(plan, tmp_path / 'run', log=lambda m: None)
     second = 5 * FRAMES_PER_STEP                                     # snapshots after steps 1, 5 (ticks 0 and 2), ...
@@ -328,9 +329,9 @@ def test_unreadable_videos_at_index_time_one_line_then_refused_above_the_fractio
 def test_a_video_failing_mid_run_is_skipped_named_and_counted(tmp_path, mp4_videos, monkeypatch):
     import warnings
     from stylegan_v.data.layout import DatasetError
-    from stylegan_v.train import Trainer
+    from stylegan_v.trainer import Trainer
     (mp4_videos / 'broken.mp4').unlink()
-    from stylegan_v.train import ClipStream
+    from stylegan_v.trainer import ClipStream
     step, bad = Trainer.train_step, {'files': None}
     def then_break(self, rounds):   # after step 1, files go bad on the network disk (truncated, or deleted)
         step(self, rounds)

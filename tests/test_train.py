@@ -18,8 +18,11 @@ from stylegan_v.data.synthetic import default_synthetic_dataset
 from stylegan_v.distributed import DistEnv
 from tiny_models import tiny_run_config
 from stylegan_v.config import RunConfig
-from stylegan_v.train import (Trainer, TrainingDiverged, check_resume_compatible, cli_main, demo_train_config, find_snapshots,
-                              run_training, snapshot_name, snapshot_settings)
+from stylegan_v.loop import run_training
+from stylegan_v.runs import find_snapshots, snapshot_name
+from stylegan_v.snapshots import check_resume_compatible, snapshot_settings
+from stylegan_v.train import cli_main, demo_train_config
+from stylegan_v.trainer import Trainer, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8          # steps of run A; one tick per step, snapshots every 3 ticks (ticks 0, 3, 6 and the end)
@@ -36,7 +39,7 @@ CHILD = textwrap.dedent('''
     torch.set_num_threads(1)
     from pathlib import Path
     from stylegan_v.config import RunConfig
-    from stylegan_v.train import run_training
+    from stylegan_v.loop import run_training
     plan = RunConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     if len(sys.argv) > 3:   # hang half-way through writing snapshot number argv[3] (then the test kills us)
         import stylegan_v.checkpoints as ck
