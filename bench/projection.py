@@ -14,7 +14,8 @@ seconds of the projection. Target clips come from one of:
 
 The perceptual distance is `--lpips PATH` (the VGG16 TorchScript) or, by default, the random stand-in
 `project.RandomLPIPS` (no download). `key=value` arguments override `ProjectionConfig` fields for every run
-(e.g. `init_candidates=0` for the old start); `--compare legacy` adds the settings before issue 18 as a second row.
+(e.g. `init_candidates=0` for the old start, `lbfgs_fraction=0` for Adam alone); `--compare legacy` adds the settings
+before issue 18 as a second row. Every loss evaluation counts as a step, the L-BFGS line search's included.
 
     python bench/projection.py --network ../shared/parity/config_a/fixture.pkl --seeds 3
     python bench/projection.py --network runs_out/demo/model.safetensors --data runs_out/demo/data/*.zip --videos 0,1,2

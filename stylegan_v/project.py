@@ -104,11 +104,13 @@ class ProjectionConfig(Config):
     w_avg_samples: int = 10000       # z samples for w_avg and w_std
     init_candidates: int = 64        # start from the best of this many content draws, then motion seeds (0: w_avg, `seed`)
     seed: int = 0                    # first candidate seed (content draws, motion noise and its continuation)
+    lbfgs_fraction: float = 0.8      # share of the steps (loss evaluations) given to the final L-BFGS phase (0: Adam only)
+    lbfgs_history: int = 100         # L-BFGS memory (past steps kept for its curvature estimate)
 
 # %% ../nbs/11_projection.ipynb #9b5ef751
 def legacy_projection_config(**overrides) -> ProjectionConfig:
-    "The settings before issue 18: latent noise 0.05 on both codes, no start search (`overrides` on top)."
-    return ProjectionConfig(**{'w_noise': 0.05, 'motion_noise': 0.05, 'init_candidates': 0, **overrides})
+    "The settings before issue 18: latent noise 0.05 on both codes, no start search, Adam only (`overrides` on top)."
+    return ProjectionConfig(**{'w_noise': 0.05, 'motion_noise': 0.05, 'init_candidates': 0, 'lbfgs_fraction': 0.0, **overrides})
 
 # %% ../nbs/11_projection.ipynb #528e13a8
 @torch.no_grad()
@@ -196,30 +198,66 @@ def project_video(G, target, lpips: torch.nn.Module, cfg: ProjectionConfig | Non
     w0, motion_z, seed = initial_codes(G, cfg, t, target, target_features, lpips, w_avg)
     content_w = w0.repeat(1, G.num_ws if cfg.w_plus else 1, 1).requires_grad_(True)
     motion_z = motion_z.clone().requires_grad_(True)
-    opt = torch.optim.Adam([{'params': [content_w], 'base_lr': cfg.lr}, {'params': [motion_z], 'base_lr': cfg.motion_lr}],
-                           betas=(0.9, 0.999))
     history = {k: [] for k in ('loss', 'lpips', 'mse', 'motion_prior')}
-    t0 = time.perf_counter()
-    for step in tqdm(range(cfg.num_steps), desc='projecting', unit='step', disable=not progress, leave=False):
-        terms = _projection_step(G, cfg, step, opt, content_w, motion_z, w_std, t, target, target_features, lpips)
+    bar = tqdm(total=cfg.num_steps, desc='projecting', unit='step', disable=not progress, leave=False)
+    def log(terms):
         for k, v in terms.items(): history[k].append(v)
+        bar.update()
+    num_lbfgs = round(cfg.num_steps * cfg.lbfgs_fraction)
+    fit = (G, cfg, content_w, motion_z, t, target, target_features, lpips, log)
+    t0 = time.perf_counter()
+    _adam_phase(cfg.num_steps - num_lbfgs, w_std, *fit)
+    _lbfgs_phase(num_lbfgs, *fit)
     seconds = time.perf_counter() - t0
+    bar.close()
     return Projection(content_w.detach(), motion_z.detach(), seed, t[0].cpu(), history,
                       cfg.num_steps / seconds if seconds > 0 else 0.0)
 
 # %% ../nbs/11_projection.ipynb #6d132d79
-def _projection_step(G, cfg, step, opt, content_w, motion_z, w_std, t, target, target_features, lpips) -> dict:
-    tau = step / cfg.num_steps
-    for group in opt.param_groups: group['lr'] = group['base_lr'] * lr_ramp(tau, cfg.lr_rampdown_length, cfg.lr_rampup_length)
-    ws = content_w + torch.randn_like(content_w) * w_std * noise_ramp(tau, cfg.w_noise, cfg.noise_ramp_length)
-    noisy_motion = motion_z + torch.randn_like(motion_z) * noise_ramp(tau, cfg.motion_noise, cfg.noise_ramp_length)
-    dist, mse = (x[0] for x in clip_terms(G, ws, noisy_motion, t, target, target_features, lpips))
-    prior = motion_prior_loss(motion_z)[0]
+def _loss(G, cfg, ws, motion_z, prior_z, t, target, target_features, lpips) -> tuple[torch.Tensor, dict]:
+    "The projection loss of content `ws` moving with `motion_z` (motion prior on `prior_z`), and its terms as floats."
+    dist, mse = (x[0] for x in clip_terms(G, ws, motion_z, t, target, target_features, lpips))
+    prior = motion_prior_loss(prior_z)[0]
     loss = cfg.lpips_weight * dist + cfg.mse_weight * mse + cfg.motion_reg_weight * prior
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return {'loss': loss.item(), 'lpips': dist.item(), 'mse': mse.item(), 'motion_prior': prior.item()}
+    return loss, {'loss': loss.item(), 'lpips': dist.item(), 'mse': mse.item(), 'motion_prior': prior.item()}
+
+def _adam_phase(num_steps, w_std, G, cfg, content_w, motion_z, t, target, target_features, lpips, log) -> None:
+    opt = torch.optim.Adam([{'params': [content_w], 'base_lr': cfg.lr}, {'params': [motion_z], 'base_lr': cfg.motion_lr}],
+                           betas=(0.9, 0.999))
+    for step in range(num_steps):
+        tau = step / num_steps
+        for group in opt.param_groups: group['lr'] = group['base_lr'] * lr_ramp(tau, cfg.lr_rampdown_length, cfg.lr_rampup_length)
+        ws = content_w + torch.randn_like(content_w) * w_std * noise_ramp(tau, cfg.w_noise, cfg.noise_ramp_length)
+        noisy_motion = motion_z + torch.randn_like(motion_z) * noise_ramp(tau, cfg.motion_noise, cfg.noise_ramp_length)
+        loss, terms = _loss(G, cfg, ws, noisy_motion, motion_z, t, target, target_features, lpips)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log(terms)
+
+# %% ../nbs/11_projection.ipynb #c4a91d3e
+class _OutOfEvaluations(Exception): "The L-BFGS phase has used its share of loss evaluations."
+
+def _lbfgs_phase(num_evals, G, cfg, content_w, motion_z, t, target, target_features, lpips, log) -> None:
+    codes = [p for p, lr in ((content_w, cfg.lr), (motion_z, cfg.motion_lr)) if lr > 0]
+    if num_evals == 0 or not codes: return
+    opt = torch.optim.LBFGS(codes, lr=1, max_iter=num_evals, max_eval=num_evals, history_size=cfg.lbfgs_history,
+                            tolerance_grad=0, tolerance_change=0, line_search_fn='strong_wolfe')
+    best = {'loss': math.inf, 'codes': [p.detach().clone() for p in codes]}
+    def closure():
+        if len(evals) == num_evals: raise _OutOfEvaluations
+        loss, terms = _loss(G, cfg, content_w, motion_z, motion_z, t, target, target_features, lpips)
+        evals.append(terms['loss']); log(terms)
+        if terms['loss'] < best['loss']: best.update(loss=terms['loss'], codes=[p.detach().clone() for p in codes])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+    evals = []
+    try:
+        while True: opt.step(closure)  # a call returns early only on a zero gradient or step; each evaluates at least once
+    except _OutOfEvaluations: pass
+    with torch.no_grad():
+        for p, b in zip(codes, best['codes']): p.copy_(b)
 
 # %% ../nbs/11_projection.ipynb #2d095a58
 @torch.no_grad()

@@ -15,7 +15,7 @@ from stylegan_v.checkpoints import save_checkpoint
 from stylegan_v.data.video import to_uint8, write_video
 from stylegan_v.generate import load_generator, videos_array
 from tiny_models import tiny_generator
-from stylegan_v.project import (OUTPUTS, ProjectionConfig, RandomLPIPS, cli_main, legacy_projection_config, load_codes,
+from stylegan_v.project import (OUTPUTS, ProjectionConfig, RandomLPIPS, cli_main, load_codes,
                                 load_lpips, motion_ratio, project_video, projection_metrics, psnr, render_projection)
 
 NUM_FRAMES, RESOLUTION = 8, 16
@@ -109,13 +109,25 @@ def test_start_search_beats_the_old_start(setup):
     "A few steps from the searched start reconstruct better than the same steps from w_avg and the seed's motion."
     d, G, target, lpips = setup
     runs = {}
-    for name, cfg in (('search', ProjectionConfig(num_steps=20)), ('legacy', legacy_projection_config(num_steps=20, w_noise=0., motion_noise=0.))):
+    for name, cfg in (('search', ProjectionConfig(num_steps=20)), ('legacy', ProjectionConfig(num_steps=20, init_candidates=0))):
         torch.manual_seed(0)
         proj = project_video(G, target, lpips, cfg, progress=False)
         runs[name] = projection_metrics(G, proj, target, lpips)['psnr_mean']
         if name == 'search':  # the chosen motion seed extends the motion past the optimised codes
             assert proj.seed in range(cfg.seed, cfg.seed + cfg.init_candidates)
     assert runs['search'] > runs['legacy'], runs
+
+
+def test_lbfgs_finish_beats_adam_only(setup):
+    "The same 150 loss evaluations from the same start: with the L-BFGS finish (default) against Adam alone (before)."
+    d, G, target, lpips = setup
+    runs = {}
+    for name, fraction in (('lbfgs', ProjectionConfig.lbfgs_fraction), ('adam', 0.0)):
+        torch.manual_seed(0)
+        proj = project_video(G, target, lpips, ProjectionConfig(num_steps=150, lbfgs_fraction=fraction), progress=False)
+        assert len(proj.history["loss"]) == 150  # every evaluation counted, the line search's included
+        runs[name] = projection_metrics(G, proj, target, lpips)['psnr_mean']
+    assert runs['lbfgs'] > runs['adam'] + 2, runs
 
 
 @pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1', reason='slow (~1 min of CPU): set STYLEGAN_V_SLOW=1')
