@@ -10,6 +10,7 @@ import typing
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -140,6 +141,7 @@ def _quantile_normal(q, std):
     return torch.erfinv(q * 2 - 1) * std
 
 # %% ../nbs/04_augment.ipynb #a5169410
+@patch
 def _geometry_matrix(self: AugmentPipe, N: int, H: int, W: int, dp, device) -> torch.Tensor | None:
     if not any(self.spec[k] > 0 for k in GEOM_OPS): return None
     rand = lambda *s: torch.rand(s, device=device)
@@ -180,9 +182,8 @@ def _geometry_matrix(self: AugmentPipe, N: int, H: int, W: int, dp, device) -> t
         G = G @ translate2d(-(t[:, 0] * W), -(t[:, 1] * H))
     return G.expand(N, 3, 3) if G.ndim == 2 else G
 
-AugmentPipe._geometry_matrix = _geometry_matrix
-
 # %% ../nbs/04_augment.ipynb #01f6dd7e
+@patch
 def _resample(self: AugmentPipe, images: torch.Tensor, G_inv: torch.Tensor) -> torch.Tensor:
     N, C, H, W = images.shape
     device = images.device
@@ -207,9 +208,8 @@ def _resample(self: AugmentPipe, images: torch.Tensor, G_inv: torch.Tensor) -> t
     images = grid_sample(images, grid)
     return upfirdn2d.downsample2d(images, self.Hz_geom, down=2, padding=-Hz_pad * 2, flip_filter=True)
 
-AugmentPipe._resample = _resample
-
 # %% ../nbs/04_augment.ipynb #57e4911f
+@patch
 def _color_matrix(self: AugmentPipe, N: int, C: int, dp, device) -> torch.Tensor | None:
     if not any(self.spec[k] > 0 for k in COLOR_OPS): return None
     rand = lambda *s: torch.rand(s, device=device)
@@ -253,9 +253,8 @@ def _apply_color(images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         return (x * M[:, :, :3].sum(dim=2, keepdim=True) + M[:, :, 3:]).reshape(N, C, H, W)
     raise ValueError(f"AugmentPipe colour ops: expected 1, 3 or a multiple of 3 channels (RGB frames), got {C}")
 
-AugmentPipe._color_matrix = _color_matrix
-
 # %% ../nbs/04_augment.ipynb #83dcd9f9
+@patch
 def _filter_images(self: AugmentPipe, images: torch.Tensor, dp) -> torch.Tensor:
     N, C, H, W = images.shape
     device = images.device
@@ -277,6 +276,7 @@ def _filter_images(self: AugmentPipe, images: torch.Tensor, dp) -> torch.Tensor:
     x = F.conv2d(x, taps.unsqueeze(3), groups=N * C)
     return x.reshape([N, C, H, W])
 
+@patch
 def _corrupt(self: AugmentPipe, images: torch.Tensor, dp) -> torch.Tensor:
     N, C, H, W = images.shape
     device = images.device
@@ -295,10 +295,9 @@ def _corrupt(self: AugmentPipe, images: torch.Tensor, dp) -> torch.Tensor:
         images = images * torch.logical_or(outside_x, outside_y).to(torch.float32)
     return images
 
-AugmentPipe._filter_images, AugmentPipe._corrupt = _filter_images, _corrupt
-
 # %% ../nbs/04_augment.ipynb #e10a52a8
-def _augment_forward(self: AugmentPipe, images: torch.Tensor, debug_percentile: float | None = None) -> torch.Tensor:
+@patch
+def forward(self: AugmentPipe, images: torch.Tensor, debug_percentile: float | None = None) -> torch.Tensor:
     "Augment `images [N, C, H, W]` (a clip = one sample, frames stacked in C) with strength `self.p`."
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -313,7 +312,7 @@ def _augment_forward(self: AugmentPipe, images: torch.Tensor, debug_percentile: 
     if self.imgfilter > 0: images = self._filter_images(images, dp)
     return self._corrupt(images, dp)
 
-AugmentPipe.forward, AugmentPipe.skip_at_zero = _augment_forward, False
+AugmentPipe.skip_at_zero = False
 
 # %% ../nbs/04_augment.ipynb #4f70732a
 _BLIT = dict(xflip=1, rotate90=1, xint=1)
@@ -357,7 +356,8 @@ class AdaController:
         return float(self.stats[0] / self.stats[1]) if self.stats[1] > 0 else float('nan')
 
 # %% ../nbs/04_augment.ipynb #ffca382f
-def _ada_update(self: AdaController, batch_videos: int) -> float:
+@patch
+def update(self: AdaController, batch_videos: int) -> float:
     "Call once per training iteration, after its phases; every `interval` iterations adjusts p. Returns p."
     due = self.step % self.interval == 0
     self.step += 1
@@ -368,16 +368,16 @@ def _ada_update(self: AdaController, batch_videos: int) -> float:
         self.stats.zero_()
     return float(self.pipe.p)
 
-def _ada_state_dict(self: AdaController) -> dict:
+@patch
+def state_dict(self: AdaController) -> dict:
     return {'p': self.pipe.p.detach().clone(), 'stats': self.stats.clone(), 'step': self.step,
             'target': self.target, 'interval': self.interval, 'kimg': self.kimg}
 
-def _ada_load_state_dict(self: AdaController, state: dict) -> None:
+@patch
+def load_state_dict(self: AdaController, state: dict) -> None:
     with torch.no_grad(): self.pipe.p.copy_(torch.as_tensor(state['p']))
     self.stats = torch.as_tensor(state['stats'], dtype=torch.float64).clone()
     self.step, self.target, self.interval, self.kimg = int(state['step']), float(state['target']), int(state['interval']), float(state['kimg'])
-
-AdaController.update, AdaController.state_dict, AdaController.load_state_dict = _ada_update, _ada_state_dict, _ada_load_state_dict
 
 # %% ../nbs/04_augment.ipynb #a05d64b3
 def augment_setup(aug: str = 'ada', augpipe: str = 'bgc', p: float | None = None, target: float = 0.6,

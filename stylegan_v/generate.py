@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import UsageError, atomic_write_bytes, package_version, pick_device, publish_permissions, sha256_file
 from .checkpoints import CheckpointError, load as load_network
 from .runs import best_metric_line, best_snapshot, higher_is_better
+from .cliutils import add_force, add_outdir, command_parser, run_command
 from .data.video import VideoWriter, to_uint8
 from .data.layout import encode_frame
 
@@ -185,7 +187,8 @@ class FrameFolderSink:
     def _save(self, frame, path): path.write_bytes(encode_frame(frame, self.ext, self.quality))
 
 # %% ../nbs/05_generate.ipynb #ce2bf908
-def _close_folder(self: FrameFolderSink) -> Path:
+@patch
+def close(self: FrameFolderSink) -> Path:
     try:
         for f in self._pending: f.result()
         self._pool.shutdown()
@@ -198,11 +201,10 @@ def _close_folder(self: FrameFolderSink) -> Path:
         self.abort(); raise
     return self.path
 
-def _abort_folder(self: FrameFolderSink):
+@patch
+def abort(self: FrameFolderSink):
     self._pool.shutdown(cancel_futures=True)
     shutil.rmtree(self._tmp, ignore_errors=True)
-
-FrameFolderSink.close, FrameFolderSink.abort = _close_folder, _abort_folder
 
 # %% ../nbs/05_generate.ipynb #cc6a7580
 def open_sink(path, fmt: str = 'mp4', fps: float = 25, crf: int = 10, frame_ext: str = 'png',
@@ -340,7 +342,6 @@ def _write_sidecar(path, G, outdir, seeds, content, motion, num_frames, layout, 
 
 # %% ../nbs/05_generate.ipynb #8703236b
 def _parser():
-    from stylegan_v.cliutils import add_force, add_outdir, command_parser
     p = command_parser('generate', 'Sample videos from a StyleGAN-V checkpoint (ours or an original pickle).')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--network', metavar='CKPT', help='checkpoint: .safetensors or original network-snapshot-*.pkl')
@@ -409,5 +410,4 @@ def _run(args) -> int:
 
 def cli_main(argv: list[str]) -> int:
     "`stylegan-v generate`: videos, grids and content/motion decompositions from a checkpoint."
-    from stylegan_v.cliutils import run_command
     return run_command(_parser(), argv, _run)

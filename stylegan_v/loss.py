@@ -11,6 +11,7 @@ import typing
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -64,7 +65,8 @@ def _run_D(self: StyleGANVLoss, img, c, t) -> dict:
 StyleGANVLoss.run_G, StyleGANVLoss.run_D = _run_G, _run_D
 
 # %% ../nbs/04a_loss.ipynb #0932089b
-def _g_main(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict:
+@patch
+def g_main(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict:
     "Gmain: G makes D call its videos real."
     gen_img, _ = self.run_G(gen_z, gen_c, gen_t, motion_z)
     out = self.run_D(gen_img, gen_c, gen_t)
@@ -79,7 +81,8 @@ def _g_main(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> di
     return terms
 
 # %% ../nbs/04a_loss.ipynb #b29cda3d
-def _g_pl(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict:
+@patch
+def g_pl(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict:
     "Greg: path-length regularisation on a shrunk batch (off when pl_weight = 0)."
     n = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
     gen_img, gen_ws = self.run_G(gen_z[:n], gen_c[:n], gen_t[:n], None if motion_z is None else motion_z[:n])
@@ -95,7 +98,8 @@ def _g_pl(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict
     return {'Loss/pl_penalty': pl_penalty, 'Loss/G/reg': loss}
 
 # %% ../nbs/04a_loss.ipynb #229f6e93
-def _d_fake(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict:
+@patch
+def d_fake(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> dict:
     "Dmain, first half: D calls generated videos fake."
     with torch.no_grad():
         gen_img, _ = self.run_G(gen_z, gen_c, gen_t, motion_z)
@@ -111,7 +115,8 @@ def _d_fake(self: StyleGANVLoss, gen_z, gen_c, gen_t, gain, motion_z=None) -> di
     return terms
 
 # %% ../nbs/04a_loss.ipynb #310c6c5d
-def _d_real(self: StyleGANVLoss, real_img, real_c, real_t, gain, do_main: bool, do_r1: bool, fake_terms: dict) -> dict:
+@patch
+def d_real(self: StyleGANVLoss, real_img, real_c, real_t, gain, do_main: bool, do_r1: bool, fake_terms: dict) -> dict:
     "Dmain's second half (D calls real videos real) and/or Dreg (R1 on the un-augmented real frames), one forward."
     x = real_img.reshape(-1, *real_img.shape[2:]).detach().requires_grad_(do_r1)   # [B*F, C, H, W]
     out = self.run_D(x, real_c, real_t)
@@ -137,10 +142,9 @@ def _d_real(self: StyleGANVLoss, real_img, real_c, real_t, gain, do_main: bool, 
     total.mean().mul(gain).backward()
     return terms
 
-StyleGANVLoss.g_main, StyleGANVLoss.g_pl, StyleGANVLoss.d_fake, StyleGANVLoss.d_real = _g_main, _g_pl, _d_fake, _d_real
-
 # %% ../nbs/04a_loss.ipynb #8d2ac1e0
-def _accumulate_gradients(self: StyleGANVLoss, phase: str, real_img, real_c, real_t, gen_z, gen_c, gen_t,
+@patch
+def accumulate_gradients(self: StyleGANVLoss, phase: str, real_img, real_c, real_t, gen_z, gen_c, gen_t,
                           gain: float = 1.0, motion_z=None) -> dict[str, torch.Tensor]:
     "Run `phase`, accumulate its gradients (times `gain`) into the parameters, return its loss terms."
     if phase not in PHASES: raise ValueError(f"phase: expected one of {', '.join(PHASES)}, got {phase!r}")
@@ -157,8 +161,6 @@ def _accumulate_gradients(self: StyleGANVLoss, phase: str, real_img, real_c, rea
     terms.update(fake)
     if do_Dmain or do_Dr1: terms.update(self.d_real(real_img, real_c, real_t, gain, do_Dmain, do_Dr1, fake))
     return {k: v.detach() if torch.is_tensor(v) else torch.tensor(v) for k, v in terms.items() if not k.startswith('_')}
-
-StyleGANVLoss.accumulate_gradients = _accumulate_gradients
 
 # %% ../nbs/04a_loss.ipynb #d6875edc
 def lazy_adam(params, lr: float, betas=(0.0, 0.99), eps: float = 1e-8, reg_interval: int | None = None) -> torch.optim.Adam:

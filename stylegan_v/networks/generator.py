@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 
 from ..core import assert_shape
@@ -20,7 +21,7 @@ from ..ops import bias_act, upfirdn2d
 
 # %% auto #0
 __all__ = ['MODCONV_MODES', 'SynthesisLayer', 'ToRGBLayer', 'TemporalInput', 'GenInput', 'SynthesisBlock', 'SynthesisNetwork',
-           'synthesize', 'Generator', 'MotionNoise', 'sample_content', 'truncate', 'sample_motion', 'render']
+           'Generator', 'MotionNoise']
 
 # %% ../../nbs/02b_networks.generator.ipynb #80d13ef9
 class SynthesisLayer(nn.Module):
@@ -237,11 +238,13 @@ class SynthesisNetwork(nn.Module):
         self.per_video_chunk = 16      # per-video path: run the blocks on groups of about this many frames (whole videos)
 
 # %% ../../nbs/02b_networks.generator.ipynb #a414473f
-def _shares_ws_across_frames(self: SynthesisNetwork) -> bool:
+@patch(as_prop=True)
+def shares_ws_across_frames(self: SynthesisNetwork) -> bool:
     "True when all frames of a video use the same ws (motion only enters through the 4×4 input)."
     return self.motion_encoder is None or self.cond_type == 'concat_const'
 
-def _resolve_modconv(self: SynthesisNetwork, modconv: str | None = None, fused_modconv: bool | None = None) -> str:
+@patch
+def resolve_modconv(self: SynthesisNetwork, modconv: str | None = None, fused_modconv: bool | None = None) -> str:
     "The modulated-conv path a forward call takes: 'fused', 'nonfused', 'per_video' or 'original' (the original's rule)."
     if modconv is None:
         if fused_modconv is not None: return 'fused' if fused_modconv else 'nonfused'  # the original's kwarg
@@ -255,11 +258,9 @@ def _resolve_modconv(self: SynthesisNetwork, modconv: str | None = None, fused_m
                          f"{self.cond_type!r} mixes the motion code into every frame's w; use 'auto', 'fused' or 'nonfused'")
     return modconv
 
-SynthesisNetwork.shares_ws_across_frames = property(_shares_ws_across_frames)
-SynthesisNetwork.resolve_modconv = _resolve_modconv
-
 # %% ../../nbs/02b_networks.generator.ipynb #da826da5
-def _synthesis_forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None, motion_v=None, modconv: str | None = None,
+@patch
+def forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None, motion_v=None, modconv: str | None = None,
                       **block_kwargs) -> torch.Tensor:
     "Frames [B*T, C, R, R] of videos with content `ws` [B, num_ws, w_dim] at times `t` [B, T]: checks, then `synthesize`."
     assert_shape(ws, [None, self.num_ws, self.w_dim], 'ws')
@@ -271,6 +272,7 @@ def _synthesis_forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None
     if motion_v is not None and self.motion_encoder is not None: assert_shape(motion_v, [B * T, self.motion_v_dim], 'motion_v')
     return self.synthesize(ws, t, c, motion_z=motion_z, motion_v=motion_v, modconv=modconv, **block_kwargs)
 
+@patch
 def synthesize(self: SynthesisNetwork, ws, t, c, motion_z=None, motion_v=None, modconv: str | None = None,
                window: bool = False, **block_kwargs) -> torch.Tensor:
     "`forward` for callers that checked the inputs (`Generator.forward`, `Generator.render`); `window`: see the motion mapper."
@@ -298,6 +300,7 @@ def synthesize(self: SynthesisNetwork, ws, t, c, motion_z=None, motion_v=None, m
             for v in range(0, B, vids)]
     return torch.cat(imgs) if len(imgs) > 1 else imgs[0]
 
+@patch
 def _run_blocks(self: SynthesisNetwork, ws, motion_v, **block_kwargs) -> torch.Tensor:
     "Run the blocks from 4×4 up; each takes its slice of `ws`."
     x = img = None
@@ -308,8 +311,6 @@ def _run_blocks(self: SynthesisNetwork, ws, motion_v, **block_kwargs) -> torch.T
         w_idx += block.num_conv
         x, img = block(x, img, block_ws, motion_v=motion_v if self.cond_type == 'concat_const' else None, **block_kwargs)
     return img
-
-SynthesisNetwork.forward, SynthesisNetwork.synthesize, SynthesisNetwork._run_blocks = _synthesis_forward, synthesize, _run_blocks
 
 # %% ../../nbs/02b_networks.generator.ipynb #b24f7716
 class Generator(nn.Module):
@@ -397,6 +398,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/02b_networks.generator.ipynb #d28b395d
+@patch
 def sample_content(self: Generator, z: torch.Tensor | int, c: torch.Tensor | None = None, truncation_psi: float = 1,
                    truncation_cutoff: int | None = None, seed: int | None = None) -> torch.Tensor:
     "Content codes ws [B, num_ws, w_dim] from z [B, z_dim] (or a number of videos, drawn with `seed`)."
@@ -408,6 +410,7 @@ def sample_content(self: Generator, z: torch.Tensor | int, c: torch.Tensor | Non
     c = self.labels_for(c, len(z), device)
     return self.truncate(self.mapping(z, c), c, truncation_psi, truncation_cutoff)
 
+@patch
 def truncate(self: Generator, ws: torch.Tensor, c: torch.Tensor, truncation_psi: float, truncation_cutoff: int | None = None):
     "`ws` pulled towards the average content code: `w_avg` for an unconditional G, its class's average for a conditional one."
     if truncation_psi == 1: return ws
@@ -423,6 +426,7 @@ def truncate(self: Generator, ws: torch.Tensor, c: torch.Tensor, truncation_psi:
         out[rows, :cutoff] = w_avg[:cutoff].lerp(ws[rows, :cutoff], truncation_psi)
     return out
 
+@patch
 def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, seed: int | None = None) -> MotionNoise:
     "A `MotionNoise` for `batch_size` videos, with noise drawn for times up to `t_max` (it extends itself later)."
     me = self.synthesis.motion_encoder
@@ -431,6 +435,7 @@ def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, 
     m.noise(me.num_noise_codes(0 if t_max is None else t_max))
     return m
 
+@patch
 def render(self: Generator, content: torch.Tensor, motion: MotionNoise | None, t, c: torch.Tensor | None = None,
            noise_mode: str = 'const', **synthesis_kwargs) -> torch.Tensor:
     "Frames [B, T, C, H, W] of `content` (ws) moving with `motion` at times `t` ([T] shared, or [B, T])."
@@ -453,6 +458,3 @@ def render(self: Generator, content: torch.Tensor, motion: MotionNoise | None, t
     # checked above; window: a chunk late in a long video computes only the motion codes around its frames
     frames = self.synthesis.synthesize(content, t, c, motion_z=motion_z, noise_mode=noise_mode, window=True, **synthesis_kwargs)
     return frames.reshape(B, t.shape[1], *frames.shape[1:])
-
-Generator.sample_content, Generator.truncate = sample_content, truncate
-Generator.sample_motion, Generator.render = sample_motion, render
