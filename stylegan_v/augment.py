@@ -239,6 +239,7 @@ def _color_matrix(self: AugmentPipe, N: int, C: int, dp, device) -> torch.Tensor
         M = (luma.outer(luma) + (I_4 - luma.outer(luma)) * s) @ M
     return M.expand(N, 4, 4) if M.ndim == 2 else M
 
+# %% ../nbs/04_augment.ipynb #a786b039
 def _apply_color(images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     "Colour matrices M [N, 4, 4] on images [N, C, H, W]: C = 1 (grey), 3 (RGB) or 3·F (F RGB frames of a clip)."
     N, C, H, W = images.shape
@@ -276,6 +277,7 @@ def _filter_images(self: AugmentPipe, images: torch.Tensor, dp) -> torch.Tensor:
     x = F.conv2d(x, taps.unsqueeze(3), groups=N * C)
     return x.reshape([N, C, H, W])
 
+# %% ../nbs/04_augment.ipynb #5a9cd6ed
 @patch
 def _corrupt(self: AugmentPipe, images: torch.Tensor, dp) -> torch.Tensor:
     N, C, H, W = images.shape

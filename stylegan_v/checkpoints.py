@@ -42,6 +42,7 @@ def _jsonable(obj, where: str):
         raise CheckpointError(f"{where}: a tensor/array cannot go into the JSON part of a checkpoint; store it as a network's state instead")
     return str(obj)
 
+# %% ../nbs/02g_checkpoints.ipynb #55f1d902
 def _network_entry(name: str, net) -> tuple[dict, dict]:
     "(JSON description, state dict) of one network: an `nn.Module` or a raw record dict."
     if isinstance(net, nn.Module):
@@ -55,6 +56,7 @@ def _network_entry(name: str, net) -> tuple[dict, dict]:
                 net['state_dict'])
     raise CheckpointError(f"network {name!r}: expected an nn.Module or a record dict with 'state_dict', got {type(net).__name__}")
 
+# %% ../nbs/02g_checkpoints.ipynb #e014d663
 def save_checkpoint(path: str | os.PathLike, networks: dict, metadata: dict | None = None) -> Path:
     "Write `networks` (name → module or record) and JSON `metadata` to one safetensors file at `path`, atomically."
     if not networks: raise CheckpointError("nothing to save: `networks` is empty")
@@ -80,6 +82,7 @@ def _safetensors_header(path: Path) -> dict | None:
     try: return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError): return None
 
+# %% ../nbs/02g_checkpoints.ipynb #b215ec5d
 def checkpoint_kind(path: str | os.PathLike) -> str:
     "`'stylegan-v'` (our safetensors format) or `'original-pickle'`; anything else raises a `CheckpointError` saying what it is."
     path = Path(path)
@@ -99,6 +102,7 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
     raise CheckpointError(f"{path} is not a checkpoint: it looks like {what}; expected a stylegan-v .safetensors "
                           f"checkpoint or an original network-snapshot-*.pkl")
 
+# %% ../nbs/02g_checkpoints.ipynb #e177ab82
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     "The `(config, tensors)` of a stylegan-v checkpoint: config as written by `save_checkpoint`, tensors by full name."
     path = Path(path)
@@ -167,6 +171,7 @@ def convert_network_pkl(src: str | os.PathLike, dst: str | os.PathLike, names: t
                 'stats': data.get('stats'), 'training_set_kwargs': data.get('training_set_kwargs')}
     return save_checkpoint(dst, networks, metadata)
 
+# %% ../nbs/02g_checkpoints.ipynb #fa0329f4
 def cli_convert(argv: list[str]) -> int:
     "`stylegan-v convert OLD.pkl NEW.safetensors`: original snapshot pickle → stylegan-v checkpoint."
     parser = command_parser('convert',
@@ -179,6 +184,7 @@ def cli_convert(argv: list[str]) -> int:
     add_force(parser, help='overwrite DST if it exists')
     return run_command(parser, argv, _convert)
 
+# %% ../nbs/02g_checkpoints.ipynb #fe58b661
 def _convert(args) -> None:
     refuse_overwrite(args.dst, args.force, what='DST')
     src = _local_file(args.src)

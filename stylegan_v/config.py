@@ -357,6 +357,7 @@ def settings_problems(rc: RunConfig, num_gpus: int = 1) -> list[str]:
         bad.append(f"metrics.best_metric={rc.metrics.best_metric} (expected one of the metrics computed: {', '.join(names) or 'none'})")
     return bad
 
+# %% ../nbs/00a_config.ipynb #db584d06
 @patch
 def resolved(self: RunConfig, num_gpus: int = 1) -> RunConfig:
     "A copy with every unset (`None`) value filled by the spec's rule for this resolution, batch and job size; out-of-range settings refused."

@@ -138,6 +138,7 @@ def _unwrap_optional(tp):
         return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
     return tp, False
 
+# %% ../nbs/00_core.ipynb #f3ab58ff
 def _coerce(value, tp, where: str):
     "Check `value` against the annotation `tp`, converting the lossless cases (int -> float, list -> tuple, dict -> dataclass)."
     tp, optional = _unwrap_optional(tp)
@@ -248,6 +249,7 @@ class Config:
             node[parts[-1]] = value
         return type(self).from_dict(d)
 
+# %% ../nbs/00_core.ipynb #e1fcf8b4
 def parse_override(item: str) -> tuple[str, typing.Any]:
     "`'model.w_dim=256'` -> `('model.w_dim', 256)`: the value parsed as YAML; `a__b` is the same key as `a.b`."
     if not isinstance(item, str) or '=' not in item or not item.split('=', 1)[0].strip():
@@ -321,6 +323,7 @@ def download(url_or_path: str | os.PathLike, sha256: str | None = None, filename
         _check_sha(tmp, sha256, what=f"{name} downloaded from {src}")
     return target
 
+# %% ../nbs/00_core.ipynb #7071531d
 def _check_sha(path: Path, sha256: str | None, what: str):
     if sha256 is None: return
     got = sha256_file(path)

@@ -99,6 +99,7 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()): dist.broadcast(t, src=src)
 
+# %% ../nbs/07_distributed.ipynb #36516973
 def all_gather_objects(obj) -> list:
     "`[obj of rank 0, obj of rank 1, ...]` on every rank (`[obj]` in a single process)."
     if not (dist.is_initialized() and dist.get_world_size() > 1): return [obj]

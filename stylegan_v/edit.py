@@ -299,6 +299,7 @@ def _run(args) -> int:
     print(f"CLIP loss {h['clip'][0]:.4f} -> {h['clip'][res.best_step]:.4f} (step {res.best_step}), |dw|^2 {h['l2'][res.best_step]:.4f} -> {outdir}")
     return 0
 
+# %% ../nbs/12_clip_editing.ipynb #5731d808
 def _source_codes(G, args, device) -> Projection:
     "The video to edit: codes from a file, or content and motion drawn from a seed."
     if args.codes:

@@ -408,6 +408,7 @@ def _run(args) -> int:
           f"({rec['num_frames']} frames, {G.img_resolution}px); sidecar {args.outdir}/{rec['layout']}.json")
     return 0
 
+# %% ../nbs/05_generate.ipynb #258214c2
 def cli_main(argv: list[str]) -> int:
     "`stylegan-v generate`: videos, grids and content/motion decompositions from a checkpoint."
     return run_command(_parser(), argv, _run)

@@ -93,6 +93,7 @@ _NUMPY_ALLOWED = {'_reconstruct', 'scalar', 'dtype', 'ndarray'}
 _BUILTIN_TYPES = {'dict', 'list', 'tuple', 'set', 'frozenset', 'int', 'float', 'complex', 'str', 'bytes', 'bytearray',
                   'bool', 'slice', 'range'}
 
+# %% ../nbs/02f_legacy.ipynb #18a7eaa1
 def allowed_global(module: str, name: str):
     "The object `SafeUnpickler` returns for the global `module.name`, or `None` when it is refused."
     if name == '_reconstruct_persistent_obj' and module in ('src.torch_utils.persistence', 'torch_utils.persistence'):
@@ -115,6 +116,7 @@ def allowed_global(module: str, name: str):
         if name[:1].isupper(): return _stub_class(ModuleStub, module, name)  # classes only, never functions
     return None
 
+# %% ../nbs/02f_legacy.ipynb #d993793d
 class SafeUnpickler(pickle.Unpickler):
     "A `pickle.Unpickler` whose `find_class` only hands out the inert objects of `allowed_global`."
     def find_class(self, module: str, name: str):
@@ -129,6 +131,7 @@ class SafeUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}: not a plain-pickle StyleGAN-V snapshot")
 
+# %% ../nbs/02f_legacy.ipynb #bcae9abe
 def safe_load_pickle(file) -> typing.Any:
     "Unpickle a path or binary file object with `SafeUnpickler`."
     if isinstance(file, (str, os.PathLike)):
@@ -149,6 +152,7 @@ def _root(node):
     while isinstance(node, OmegaConfStub) and isinstance(node.__dict__.get('_parent'), OmegaConfStub): node = node.__dict__['_parent']
     return node
 
+# %% ../nbs/02f_legacy.ipynb #b800a7f2
 def _select(node, path: str):
     "Follow a dotted `path` from the container `node`; relative paths start with dots (one dot = the node's own parent)."
     if path.startswith('.'):
@@ -164,6 +168,7 @@ def _select(node, path: str):
         else: raise KeyError(path)
     return node
 
+# %% ../nbs/02f_legacy.ipynb #b675ac76
 def to_plain(obj, _depth: int = 0):
     "Turn OmegaConf stubs (and dicts/lists/tuples containing them) into plain values, resolving `${...}` interpolations."
     if _depth > 50: raise ValueError("config interpolations are nested too deeply (a cycle?)")
@@ -176,6 +181,7 @@ def to_plain(obj, _depth: int = 0):
     if isinstance(obj, (list, tuple)): return [to_plain(v, _depth) for v in obj]
     return obj
 
+# %% ../nbs/02f_legacy.ipynb #e05c6d3f
 def _resolve_string(s: str, parent, depth: int):
     if '${' not in s or parent is None: return s
     def lookup(expr):
@@ -225,6 +231,7 @@ def record_class_name(record: PersistentRecord) -> str:
                          f"{record.source_module}.{record.class_name}; known: {sorted('.'.join(k) for k in _RECORD_CLASSES)}")
     return _RECORD_CLASSES[key]
 
+# %% ../nbs/02f_legacy.ipynb #befc21f5
 def network_ctor_kwargs(record: PersistentRecord) -> dict:
     "Constructor kwargs of our counterpart of `record`: the recorded `_init_kwargs` as plain data."
     kwargs = record_init_kwargs(record)
@@ -234,6 +241,7 @@ def network_ctor_kwargs(record: PersistentRecord) -> dict:
         kwargs['mapping_kwargs'] = mapping_kwargs
     return kwargs
 
+# %% ../nbs/02f_legacy.ipynb #d88bfbd5
 def rebuild_network(record: PersistentRecord, device: str | torch.device = 'cpu') -> torch.nn.Module:
     "Our network built from `record`'s constructor kwargs, with `record`'s weights loaded strictly, in eval mode."
     name = record_class_name(record)

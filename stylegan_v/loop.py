@@ -141,6 +141,7 @@ def _advance(bar, cur_nimg: int, total_nimg: int) -> None:
     "Move the bar to `cur_nimg` frames; the last step may pass the run's length, the bar stops at 100 %."
     bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n)
 
+# %% ../nbs/07c_loop.ipynb #34082e62
 def _loop(trainer: Trainer, rc: RunConfig, run_dir: Path, runlog: RunLog | None, stop: StopSignals,
           log: typing.Callable = print) -> dict:
     ctr, main, total_nimg = trainer.counters, trainer.env.is_main, round(rc.train.kimg * 1000)

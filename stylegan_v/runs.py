@@ -92,6 +92,7 @@ def size_text(n: float) -> str:
     "`n` bytes as '1.50 GiB' or '12.3 MiB' (for messages about memory and disk space)."
     return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
 
+# %% ../nbs/02h_runs.ipynb #b7ac6433
 @contextlib.contextmanager
 def disk_space_guard(path: str | os.PathLike, nbytes: int):
     "Turn a full-disk `OSError` raised inside the block (writing `path`, about `nbytes` bytes) into a one-line `DiskFull`."
@@ -105,6 +106,7 @@ def disk_space_guard(path: str | os.PathLike, nbytes: int):
         full.errno = e.errno
         raise full from None
 
+# %% ../nbs/02h_runs.ipynb #68651836
 def free_bytes(folder: str | os.PathLike) -> int:
     "Bytes free for an unprivileged user on the filesystem of `folder` (or of its nearest existing parent)."
     folder = Path(folder).absolute()
@@ -135,6 +137,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     with disk_space_guard(path, len(line)), open(path, 'a') as f:
         f.write(line); f.flush()
 
+# %% ../nbs/02h_runs.ipynb #1b046201
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     "The records of the JSON-lines file `path`; a cut-short last line (an interrupted append) is dropped."
     lines = [(n, l) for n, l in enumerate(Path(path).read_text().splitlines(), 1) if l.strip()]
@@ -146,6 +149,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             raise UsageError(f"{path}:{n}: expected one JSON object per line, got {line[:80]!r}") from None
     return out
 
+# %% ../nbs/02h_runs.ipynb #61e20bdc
 def truncate_jsonl(path: str | os.PathLike, keep: typing.Callable[[dict], bool]) -> int:
     "Rewrite the JSON-lines file `path` keeping the records for which `keep(record)` is true; return how many were dropped."
     path = Path(path)

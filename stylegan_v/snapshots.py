@@ -78,6 +78,7 @@ def flat_settings(rc: RunConfig) -> dict:
     "`rc`'s fields as one flat dict with dotted keys (`train.batch_size`)."
     return {k.replace('__', '.'): v for k, v in rc.to_params().items()}
 
+# %% ../nbs/07b_snapshots.ipynb #c3d7e722
 def network_shape(kwargs: dict) -> dict:
     "Constructor kwargs of G or D with `channel_base` replaced by the widths it gives (`{resolution: channels}`): equal shapes, equal dicts."
     syn = kwargs.get('synthesis_kwargs', kwargs)
@@ -96,6 +97,7 @@ def snapshot_settings(meta: dict, rc: RunConfig) -> tuple[dict, dict]:
            'aug_p': plan.get('aug_p'), **{key: plan.get(k) for k, key in LEGACY_PLAN_KEYS.items()}}
     return old, json.loads(json.dumps(now))
 
+# %% ../nbs/07b_snapshots.ipynb #a8af3b59
 def check_resume_compatible(old: dict, new: dict, where: str) -> None:
     "Raise a `ConfigError` naming the settings that differ between `old` and `new`, except the resume-safe ones (`RESUME_SAFE`)."
     safe = lambda k: k in RESUME_SAFE or k.split('.')[0] in RESUME_SAFE
@@ -113,6 +115,7 @@ def no_run_error(run_dir: str | os.PathLike) -> FileNotFoundError:
     return FileNotFoundError(f"resume=latest: {run_dir} holds no training run (no {RUN_FILE}, no snapshot); expected the --outdir "
                              f"of an earlier run, or resume=auto to start one there when there is none")
 
+# %% ../nbs/07b_snapshots.ipynb #18a6d52e
 UNFINISHED_FILES = (RUN_FILE, 'reals.png', 'stats.jsonl', 'metric-*.jsonl', 'events.out.tfevents.*')
 
 def clear_unfinished(run_dir: str | os.PathLike, log: typing.Callable = print) -> list[Path]:
@@ -122,6 +125,7 @@ def clear_unfinished(run_dir: str | os.PathLike, log: typing.Callable = print) -
     if gone: log(f"{run_dir}: removed {', '.join(sorted(p.name for p in gone))} of a run that stopped before its first snapshot")
     return gone
 
+# %% ../nbs/07b_snapshots.ipynb #56484bf9
 def resume_point(run_dir: str | os.PathLike, rc: RunConfig, resume: str | None, log: typing.Callable = print) -> tuple[Path | None, RunConfig]:
     "Check `run_dir` for a run with the resolved `rc`: `(snapshot to continue from or None, rc with the run's round size)`; None: start anew."
     run_dir = Path(run_dir)
@@ -215,6 +219,7 @@ def write_reals(self: Trainer, run_dir: Path) -> Path:
     with atomic_path(path) as tmp: PIL.Image.fromarray(np.concatenate(list(video), axis=0)).save(tmp, format='PNG')
     return path
 
+# %% ../nbs/07b_snapshots.ipynb #66311238
 @patch
 def evaluate_snapshot(self: Trainer, snapshot: Path, log: typing.Callable = print) -> dict:
     "Compute the run's metrics on G_ema, append them to `metric-<name>.jsonl` beside `snapshot`; return `{name: value}`."
@@ -235,6 +240,7 @@ def evaluate_snapshot(self: Trainer, snapshot: Path, log: typing.Callable = prin
         out[name] = res['value']
     return out
 
+# %% ../nbs/07b_snapshots.ipynb #62420155
 def check_metrics(rc: RunConfig, device) -> None:
     "Before training: every metric name must parse and its detector must load (else a one-line error saying how to proceed)."
     if not rc.metrics.metrics: return
@@ -245,6 +251,7 @@ def check_metrics(rc: RunConfig, device) -> None:
             raise UsageError(f"metric {name} needs the {det} detector, which could not be loaded: {str(e).splitlines()[0]}; "
                              f"train without metrics (metrics.metrics=[]) or give its file (--detector {det}=PATH)") from e
 
+# %% ../nbs/07b_snapshots.ipynb #9e7d43a6
 @patch
 def take_snapshot(self: Trainer, run_dir: Path, counters: dict, log: typing.Callable = print) -> tuple[Path | None, dict]:
     "All processes: check the networks agree, compute the metrics together; rank 0: snapshot, grid video, metric logs, pruning."
@@ -260,6 +267,7 @@ def take_snapshot(self: Trainer, run_dir: Path, counters: dict, log: typing.Call
     if self.env.distributed: torch.distributed.barrier()
     return (path if self.env.is_main else None), metrics
 
+# %% ../nbs/07b_snapshots.ipynb #8b95673b
 @patch
 def stop_snapshot(self: Trainer, run_dir: Path) -> Path:
     "All processes, on a stop signal: rank 0 writes the state after the step just finished (mid-tick: loss sums too)."

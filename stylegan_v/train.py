@@ -55,6 +55,7 @@ def stored_run_config(run_dir: str | os.PathLike | None) -> RunConfig | None:
     stored = json.loads(path.read_text()).get('run_config') if run_dir and path.is_file() else None
     return None if stored is None else RunConfig.from_dict(stored)
 
+# %% ../nbs/07d_train.ipynb #b1effe71
 def config_from_args(args, need_data: bool = True) -> RunConfig:
     "The `RunConfig` that `stylegan-v train` arguments describe (validated): on resume, the run's own plus the `key=value` given."
     if args.preset and args.config: raise UsageError("give --preset or --config, not both")
@@ -70,6 +71,7 @@ def config_from_args(args, need_data: bool = True) -> RunConfig:
     if need_data and not Path(data).exists(): raise FileNotFoundError(f"--data {data}: no such file or folder; expected a dataset made by `stylegan-v prepare` or a folder of videos")
     return dataclasses.replace(rc, data=dataclasses.replace(rc.data, path=data and str(data)), outdir=str(args.outdir or rc.outdir))
 
+# %% ../nbs/07d_train.ipynb #b1ce7bd9
 TRAIN_EPILOG = """\
 Every setting is a key=value field of the run config (section.field=value, YAML values), e.g.
   train.batch_size=16 train.kimg=100 data.resolution=64 metrics.metrics=[]
@@ -78,6 +80,7 @@ resume=latest continues the run in --outdir with the settings it stored (key=val
 changes to the optimisation are refused); resume=auto continues it, or starts a new run there when there is none
 (for requeued cluster jobs, see tools/slurm/)."""
 
+# %% ../nbs/07d_train.ipynb #f736023a
 def _parser():
     p = command_parser('train', 'Train a StyleGAN-V (one process, or every process of a torchrun job).', epilog=TRAIN_EPILOG)
     p.add_argument('--data', metavar='PATH', help='training videos: a dataset folder or zip (stylegan-v prepare), or a folder of '
@@ -92,6 +95,7 @@ def _parser():
     add_overrides(p, help='RunConfig fields (train.batch_size=32, train.dtype=bf16, metrics.metrics=[], resume=latest)')
     return p
 
+# %% ../nbs/07d_train.ipynb #778e2dec
 def keep_freed_memory() -> bool:
     "glibc: keep freed large blocks in this process instead of unmapping them (no page faults on the next step); True if set."
     try: libc = ctypes.CDLL('libc.so.6') if sys.platform.startswith('linux') else None
@@ -100,6 +104,7 @@ def keep_freed_memory() -> bool:
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
+# %% ../nbs/07d_train.ipynb #ce65d3e9
 def _run_cli(args) -> int:
     if args.outdir is None and not args.show_config:
         raise UsageError("--outdir DIR is required: the run folder (a new one, or an earlier run's with resume=latest)")
@@ -117,6 +122,7 @@ def _run_cli(args) -> int:
         print(f"done: {summary['kimg']:.3f} kimg in {summary['seconds']:.1f}s; last snapshot {summary['last_snapshot']}")
     return 0
 
+# %% ../nbs/07d_train.ipynb #ee2ccaa1
 def cli_main(argv: list[str] | None = None) -> int:
     "`stylegan-v train`: see the table above."
     return run_command(_parser(), sys.argv[1:] if argv is None else list(argv), _run_cli)
@@ -135,6 +141,7 @@ def run_notebook(rc: RunConfig, outdir: str | os.PathLike) -> int:
     print(f"executed notebook: {out}")
     return 0
 
+# %% ../nbs/07d_train.ipynb #707bafe0
 def plot_training(run_dir: str | os.PathLike, path: str | os.PathLike | None = None):
     "Loss terms, R1, ADA p and metrics of a run against kimg (one panel each); saved to `path` when given."
     import matplotlib.pyplot as plt  # on use: ~0.4 CPU s, and a training process never plots

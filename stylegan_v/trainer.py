@@ -52,6 +52,7 @@ def seed_from_counters(*key: int) -> int:
 # %% ../nbs/07a_trainer.ipynb #5aa4b8dc
 MAX_DECODE_SKIPS = 16   # videos in a row that may fail to decode before the dataset counts as broken
 
+# %% ../nbs/07a_trainer.ipynb #eade9361
 class ClipStream(torch.utils.data.Dataset):
     "Training clip number `p` of a run: item `perm_e[p mod N]` of `dataset` (a new permutation per pass), frame times from `(seed, p)`."
     def __init__(self, dataset: VideoDataset, seed: int = 0):
@@ -78,6 +79,7 @@ class ClipStream(torch.utils.data.Dataset):
         raise DatasetError(f"{MAX_DECODE_SKIPS + 1} videos in a row failed to decode, the last {self.dataset.describe_item(idx)}; "
                            f"the dataset {getattr(self.dataset, 'name', '')} looks broken")
 
+# %% ../nbs/07a_trainer.ipynb #f4e570a6
 class RankClips(torch.utils.data.Sampler):
     "Clip numbers rank `rank` reads from step `start_step` on, round by round (`batch_gpu` clips per round)."
     def __init__(self, batch: int, batch_gpu: int, rank: int = 0, world_size: int = 1, start_step: int = 0):
@@ -139,6 +141,7 @@ class Trainer:
         self.rounds = rc.train.batch_size // (self.batch_gpu * self.env.world_size)
         self.rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, batch_gpu=self.batch_gpu))  # snapshots record the round size
 
+# %% ../nbs/07a_trainer.ipynb #497f7863
 def open_training_dataset(rc: RunConfig) -> VideoDataset:
     "The training `VideoDataset` of `rc`, checked against the model's resolution and label width (video files of other sizes: cropped and resized)."
     d = rc.data
@@ -179,6 +182,7 @@ def _build_networks(self: Trainer):
     # Greg does nothing when pl_weight == 0 (see the top of this notebook); the lazy-reg rescaling above stays
     self.phases = [p for p in phase_plan(rc.train.G_reg_interval, rc.train.D_reg_interval) if p.name != 'Greg']
 
+# %% ../nbs/07a_trainer.ipynb #94e0a70f
 PER_VIDEO_MIN_CHANNELS = 256
 
 def default_modconv(G: torch.nn.Module, device: torch.device) -> str | None:
@@ -194,6 +198,7 @@ def fp32_forward(forward: typing.Callable, device_type: str) -> typing.Callable:
             return forward(*[a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args], **kwargs)
     return run
 
+# %% ../nbs/07a_trainer.ipynb #db5ab83c
 def make_augment(rc: RunConfig, device) -> tuple:
     "`(augment_pipe, ada_controller)` of `plan` (`(None, None)` for `aug='noaug'`)."
     if rc.train.aug not in ('ada', 'fixed', 'noaug'): raise ConfigError(f"aug: expected 'ada', 'fixed' or 'noaug', got {rc.train.aug!r}")
@@ -301,6 +306,7 @@ def next_rounds(self: Trainer, clips: typing.Iterator) -> list:
         out.append((img, clip['label'].to(self.device), clip['times'].to(self.device)))
     return out
 
+# %% ../nbs/07a_trainer.ipynb #e5cf406d
 @patch
 def _run_phase(self: Trainer, phase_idx: int, name: str, interval: int, rounds: list) -> None:
     rc, step, dev = self.rc, self.counters['batch_idx'], self.device
@@ -324,6 +330,7 @@ def _run_phase(self: Trainer, phase_idx: int, name: str, interval: int, rounds: 
     for k, vs in phase_terms.items():
         s = self._sums.setdefault(k, [0.0, 0]); s[0] = s[0] + torch.stack(vs).mean(); s[1] += 1
 
+# %% ../nbs/07a_trainer.ipynb #b70d4b28
 @patch
 def _check_finite(self: Trainer, phase: str, terms: dict) -> None:
     bad = [k for k, vs in terms.items() if not all(torch.isfinite(v).all() for v in vs)]
@@ -333,6 +340,7 @@ def _check_finite(self: Trainer, phase: str, terms: dict) -> None:
         raise TrainingDiverged(f"phase {phase} produced a non-finite loss ({', '.join(bad) or 'on another process'}) at step "
                                f"{self.counters['batch_idx']} ({self.counters['cur_nimg'] / 1000:.3f} kimg); stopping")
 
+# %% ../nbs/07a_trainer.ipynb #3345b0da
 @patch
 def train_step(self: Trainer, rounds: list) -> None:
     "One training step on this process's `rounds` of real data (all phases, EMA, counters, ADA)."
@@ -344,6 +352,7 @@ def train_step(self: Trainer, rounds: list) -> None:
     ctr['batch_idx'] += 1
     if self.ada is not None: self._update_ada()
 
+# %% ../nbs/07a_trainer.ipynb #c6776260
 @patch
 def _update_ada(self: Trainer) -> None:
     "The controller adjusts p on its due steps; only then are the real-logit signs of all processes gathered into it."
@@ -372,6 +381,7 @@ def clip_loader(self: Trainer) -> torch.utils.data.DataLoader:
 LOADER_TIMEOUT_S = 600   # a worker silent this long (a hung network disk) is an error, never a hang
 STOP_SIGNALS = ('SIGINT', 'SIGTERM', 'SIGUSR1')   # what stops a run: the loop snapshots first (`loop.StopSignals`)
 
+# %% ../nbs/07a_trainer.ipynb #247e1d4a
 def loader_worker_init(worker_id: int) -> None:
     "Loader workers leave stop signals to the training process (which snapshots, then ends them)."
     for name in STOP_SIGNALS:
@@ -387,6 +397,7 @@ def training_record(self: Trainer) -> dict:
     tensors, skeleton = pack_state(tree)
     return {'class_name': 'TrainingState', 'init_kwargs': {'skeleton': skeleton}, 'state_dict': tensors}
 
+# %% ../nbs/07a_trainer.ipynb #6a51f834
 @patch
 def save_snapshot(self: Trainer, path: str | os.PathLike, counters: dict | None = None, extra: dict | None = None) -> Path:
     "Write the whole training state to the checkpoint `path`, atomically (`counters`: the ones to resume from)."
@@ -401,6 +412,7 @@ def snapshot_bytes(self: Trainer) -> int:
     size = lambda net: sum(t.numel() * t.element_size() for t in net.state_dict().values())
     return size(self.G_ema) + 3 * (size(self.G) + size(self.D))
 
+# %% ../nbs/07a_trainer.ipynb #56030922
 @patch
 def load_snapshot(self: Trainer, path: str | os.PathLike) -> dict:
     "Restore networks, optimisers, augmentation, ADA and counters from a training snapshot; return its metadata."
@@ -429,6 +441,7 @@ def load_snapshot(self: Trainer, path: str | os.PathLike) -> dict:
         self._ada_pending = [torch.tensor(mine, dtype=torch.float32, device=self.device)] if mine else []
     return meta
 
+# %% ../nbs/07a_trainer.ipynb #327a1633
 @patch
 def pending_by_rank(self: Trainer) -> list | None:
     "All processes call this: every process's ADA logits not yet given to the controller (None in a 1-process run)."

@@ -93,3 +93,20 @@ def test_checker_catches_an_upward_import(tmp_path, monkeypatch):
     p = tmp_path / PKG / 'core.py'; p.parent.mkdir(); p.write_text(src)
     monkeypatch.setattr(__import__(__name__), 'ROOT', tmp_path)
     assert 'stylegan_v.train' in imported_modules(p, known)
+
+
+def export_cell_lengths() -> list[int]:
+    "Lines of every `#| export` / `#| exports` cell of the notebooks (directives included)."
+    out = []
+    for nb in sorted((ROOT / 'nbs').glob('*.ipynb')):
+        for cell in json.loads(nb.read_text())['cells']:
+            lines = ''.join(cell['source']).splitlines()
+            if cell['cell_type'] == 'code' and any(l.strip() in ('#| export', '#| exports') for l in lines[:3]): out.append(len(lines))
+    return out
+
+
+def test_export_cells_stay_small():
+    "Small export cells, each followed by what exercises it (STYLE.md): the median stays under 19 lines (issue 19)."
+    import statistics
+    lengths = export_cell_lengths()
+    assert statistics.median(lengths) < 19, f'median export cell: {statistics.median(lengths)} lines over {len(lengths)} cells'

@@ -41,6 +41,7 @@ def _to_array(img: PIL.Image.Image, color: str, where: str) -> np.ndarray:
         raise DatasetError(f"frame {where} has {arr.dtype} pixels (PIL mode {img.mode!r}); expected 8-bit frames")
     return arr.transpose(2, 0, 1)
 
+# %% ../../nbs/03c_data.dataset.ipynb #881498cc
 def load_image(storage: DatasetStorage, name: str, color: str = 'convert') -> np.ndarray:
     "Decode one frame file of `storage` into uint8 `[C, H, W]`; errors name the file."
     if color not in COLOR_MODES: raise ValueError(f"color must be one of {COLOR_MODES}, got {color!r}")
@@ -52,6 +53,7 @@ def load_image(storage: DatasetStorage, name: str, color: str = 'convert') -> np
         raise DatasetError(f"cannot decode frame {storage.describe(name)}: {type(e).__name__}: {e}") from e
     return _to_array(img, color, storage.describe(name))
 
+# %% ../../nbs/03c_data.dataset.ipynb #9e19f05f
 def image_size(storage: DatasetStorage, name: str) -> tuple[int, int]:
     "`(H, W)` of a frame file, read from its header only."
     try:
@@ -152,6 +154,7 @@ def _load_raw(self: VideoSource, video: int, times: list[int]) -> list[np.ndarra
     if self.seek and video not in self._pts: self._pts[video] = frame_pts(source, where)[0]
     return [f.transpose(2, 0, 1) for f in read_video_frames(source, times, self._pts.get(video), seek=self.seek, where=where)]
 
+# %% ../../nbs/03c_data.dataset.ipynb #5f8a6d33
 @patch
 def load_frames(self: VideoSource, video: int, times: typing.Sequence[int]) -> np.ndarray:
     "Frames `times` (integer indices) of video number `video` as uint8 `[F, C, H, W]` (cropped and resized if needed)."
@@ -167,6 +170,7 @@ def load_frames(self: VideoSource, video: int, times: typing.Sequence[int]) -> n
                                f"all frames must share one resolution and channel count")
     return np.stack(frames)
 
+# %% ../../nbs/03c_data.dataset.ipynb #43f1f38a
 @patch
 def read_labels(self: VideoSource) -> np.ndarray | None:
     "Per-video labels from the root `dataset.json` (see `layout.parse_labels`), `None` when the file says `labels: null`."

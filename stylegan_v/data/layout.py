@@ -95,6 +95,7 @@ class DatasetStorage:
 def _ignored(name: str) -> bool:
     return any(p.startswith('.') or p == '__MACOSX' for p in name.split('/'))
 
+# %% ../../nbs/03a_data.layout.ipynb #4ea46a7a
 def scan_layout(files: typing.Iterable[str], where: str = 'dataset') -> dict:
     "Group file names into videos: `{'root', 'kind': 'frames'|'files', 'videos': {name: [frame files] or file}, 'labels_file'}`."
     img_exts = image_extensions()
@@ -126,6 +127,7 @@ def scan_layout(files: typing.Iterable[str], where: str = 'dataset') -> dict:
         return dict(root=root, kind='frames', videos=videos, labels_file=labels_file)
     return dict(root=root, kind='files', videos=dict(sorted(video_files.items())), labels_file=labels_file)
 
+# %% ../../nbs/03a_data.layout.ipynb #8a0daa9d
 def _warn_unpadded(videos: dict, where: str):
     bad = [v for v, fs in videos.items() if len({len(s) for s in (Path(f).stem for f in fs) if s.isdigit()}) > 1]
     if bad:
@@ -203,6 +205,7 @@ def _check_quality(quality: int) -> int:
         raise DatasetError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
     return int(quality)
 
+# %% ../../nbs/03a_data.layout.ipynb #0160fcd6
 def _to_pil(frame) -> PIL.Image.Image:
     if isinstance(frame, PIL.Image.Image): return frame.convert('RGB') if frame.mode != 'RGB' else frame
     frame = np.asarray(frame)
@@ -218,6 +221,7 @@ def encode_frame(frame, ext: str = 'jpg', quality: int = 95) -> bytes:
     else: _to_pil(frame).save(buf, format='PNG', compress_level=6)
     return buf.getvalue()
 
+# %% ../../nbs/03a_data.layout.ipynb #d3f7bbe5
 def decode_frame(data: bytes) -> np.ndarray:
     "Decode image bytes to a uint8 `[H,W,3]` RGB array."
     with PIL.Image.open(io.BytesIO(data)) as im: return np.asarray(im.convert('RGB'))
@@ -313,6 +317,7 @@ def add_video(self: DatasetWriter, video: str, frames: typing.Iterable) -> int:
     if n == 0: raise DatasetError(f"video {video!r} has no frames")
     return n
 
+# %% ../../nbs/03a_data.layout.ipynb #876011b4
 @patch
 def _add_video_file(self: DatasetWriter, video: str, frames: typing.Iterable) -> int:
     "`<video>.mp4` (libx264 4:4:4, crf = (100 - quality) / 2, so 95 is near-lossless), from uint8 `[H, W, 3]` frames or PIL images."
@@ -328,6 +333,7 @@ def _add_video_file(self: DatasetWriter, video: str, frames: typing.Iterable) ->
     self.videos[video] = w.num_frames
     return w.num_frames
 
+# %% ../../nbs/03a_data.layout.ipynb #5ce392d7
 @patch
 def set_labels(self: DatasetWriter, labels: dict | typing.Sequence | None):
     "Labels per video (`{video: label}` or `[[video, label], ...]`), written to `dataset.json` at commit."
@@ -357,6 +363,7 @@ def commit(self: DatasetWriter) -> Path:
     if old is not None: shutil.rmtree(old, ignore_errors=True)
     return self.target
 
+# %% ../../nbs/03a_data.layout.ipynb #caae1a74
 @patch
 def _drop(self: DatasetWriter):
     if self.is_zip:

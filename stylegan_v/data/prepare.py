@@ -46,6 +46,7 @@ def _check_size(size, what='target_size') -> int:
 def _note(message: str, progress: bool):
     if progress: print(f"note: {message}", file=sys.stderr)
 
+# %% ../../nbs/03e_data.prepare.ipynb #2f02dd62
 def video_to_dataset(source, target, *, num_chunks: int | None = None, chunk_size: int | None = None,
                      start_frame: int = 0, target_size: int = 128, fps: float | None = None, ext: str = 'jpg',
                      quality: int = 95, overwrite: bool = False, progress: bool = True) -> int:
@@ -151,6 +152,7 @@ def _convert_all(convert, tasks, names, target, *, ext, quality, overwrite, num_
               f"{non_square[0][1][0]}x{non_square[0][1][1]} WxH): their shorter side was resized, then centre-cropped", progress)
     return {'num_videos': len(writer.videos), 'broken': broken}
 
+# %% ../../nbs/03e_data.prepare.ipynb #5ab75c1a
 def _probe_all(files: list[Path], allow_broken: bool, what: str) -> dict:
     "Open every input before any work: `{path: error}` of those that cannot be read (an error unless `allow_broken`)."
     broken = {}
@@ -197,6 +199,7 @@ def _is_format(name: str, ext: str) -> bool: return Path(name).suffix.lower() in
 
 def _first_frame_ext(layout: DatasetLayout) -> str: return Path(next(iter(layout.videos.values()))[0]).suffix
 
+# %% ../../nbs/03e_data.prepare.ipynb #2a5d3325
 def crop_dataset(source, target=None, *, max_num_frames: int | None = None, slice_n_left_frames: int = 0,
                  resize: int | None = None, ext: str | None = None, quality: int = 95, overwrite: bool = False,
                  progress: bool = True) -> Path:
@@ -259,6 +262,7 @@ def _convert_faces(task):
     except Exception as e:
         return str(video_path), None, f'{type(e).__name__}: {e}', None
 
+# %% ../../nbs/03e_data.prepare.ipynb #655ec6b7
 def faces_to_dataset(source_dir, target, *, split: str = 'train', img_size: int = 256, wide_crop: bool = False,
                      num_workers: int = 0, video_exts: Sequence[str] = VIDEO_EXTENSIONS, ext: str = 'jpg', quality: int = 95,
                      overwrite: bool = False, progress: bool = True, allow_broken: bool = True) -> dict:
@@ -320,6 +324,7 @@ def jpeg_quality(text: str) -> int:
     if not 1 <= value <= 100: raise ValueError(text)
     return value
 
+# %% ../../nbs/03e_data.prepare.ipynb #310ff6b3
 def positive_float(text: str) -> float:
     "argparse type: a number > 0."
     value = float(text)
@@ -334,6 +339,7 @@ def _output_args(p, required=True, frames=True, exts=FRAME_EXTS):
         p.add_argument('--quality', type=jpeg_quality, default=95, help='JPEG quality, 1..100 (the original wrote 75 by mistake)')
     add_force(p, help='replace an existing output (the old one is removed only once the new one is complete)')
 
+# %% ../../nbs/03e_data.prepare.ipynb #f0936b86
 def _broken_args(p):
     p.add_argument('--num-workers', '--num_workers', type=non_negative_int, default=min(8, os.cpu_count() or 1), help='decoding processes (0: in this process)')
     p.add_argument('--allow-broken', '--allow_broken', dest='allow_broken', action='store_true',
@@ -418,6 +424,7 @@ def _dataset_parsers(sub):
     _output_args(p, exts=FRAME_EXTS + ('mp4',))
     p.set_defaults(ext='png')
 
+# %% ../../nbs/03e_data.prepare.ipynb #2a813913
 _MODES = ('video', 'videos', 'crop', 'faces', 'static', 'synthetic')
 
 def build_parser() -> argparse.ArgumentParser:

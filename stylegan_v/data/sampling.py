@@ -38,6 +38,7 @@ def _random_spans(video_len: int, num_frames: int, max_dist, total_dists) -> lis
     if total_dists is not None: return [d for d in total_dists if lo <= d <= hi]
     return list(range(lo, int(hi) + 1))
 
+# %% ../../nbs/03b_data.sampling.ipynb #9e9b364d
 def random_frame_times(video_len: int, num_frames: int = 3, max_dist: int | None = 32,
                        total_dists: typing.Sequence[int] | None = POWERS_OF_TWO, fractional: bool = False,
                        rng: RngLike = None) -> np.ndarray:
@@ -55,6 +56,7 @@ def random_frame_times(video_len: int, num_frames: int = 3, max_dist: int | None
     if num_frames > 2: times += [offset + d for d in rng.sample(range(1, span), k=num_frames - 2)]
     return np.array(sorted(times), dtype=np.float64 if fractional else np.int64)
 
+# %% ../../nbs/03b_data.sampling.ipynb #8bab480d
 def random_min_len(num_frames: int = 3, max_dist: int | None = 32, total_dists=POWERS_OF_TWO) -> int | None:
     "Shortest video `random_frame_times` accepts (`None`: no video is long enough for these settings)."
     spans = _random_spans(10**9, num_frames, max_dist, total_dists)

@@ -150,12 +150,14 @@ def write(self: VideoWriter, frames) -> VideoWriter:
     else: self._queue.put(frames.copy())
     return self
 
+# %% ../../nbs/03_data.video.ipynb #31fb70fe
 @patch
 def _finish_thread(self: VideoWriter):
     if self._queue is not None and self._thread.is_alive():
         self._queue.put(None)
         self._thread.join()
 
+# %% ../../nbs/03_data.video.ipynb #63cb068b
 @patch
 def close(self: VideoWriter) -> Path:
     "Flush the encoder and publish the file under `path`; returns `path`."
@@ -172,6 +174,7 @@ def close(self: VideoWriter) -> Path:
     self._atomic.__exit__(None, None, None)
     return self.path
 
+# %% ../../nbs/03_data.video.ipynb #a1e2e478
 @patch
 def _drop(self: VideoWriter):
     self._finish_thread()

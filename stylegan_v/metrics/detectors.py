@@ -105,8 +105,10 @@ class Detector:
                                 f"[{x.shape[0]}, {dim}], got {got}; is this the right detector file?")
         return y
 
+# %% ../../nbs/06_metrics.detectors.ipynb #d13d330c
 _LOADED: dict[tuple, torch.nn.Module] = {}
 
+# %% ../../nbs/06_metrics.detectors.ipynb #7380ae55
 def load_detector(name: str, paths: dict[str, str] | None = None, device: str | torch.device = 'cpu',
                   sha256: str | None = None, progress: bool = True) -> Detector:
     "Find (see `detector_path`), checksum and load detector `name` as TorchScript on `device`."
@@ -152,6 +154,7 @@ class StandInVideoDetector(torch.nn.Module):
         x = torch.cat([x.mean([2, 3, 4]), x[:, :, -1].mean([2, 3]) - x[:, :, 0].mean([2, 3])], 1)  # time order matters
         return self.fc(x)
 
+# %% ../../nbs/06_metrics.detectors.ipynb #fd38558a
 class StandInImageDetector(torch.nn.Module):
     "Inception-shaped stand-in: `forward(images uint8 [B,3,H,W], return_features=False, no_output_bias=False)`."
     def __init__(self, dim: int = 2048, num_classes: int = 1008, width: int = 8, size: int = 32, seed: int = 0):
@@ -175,6 +178,7 @@ class StandInImageDetector(torch.nn.Module):
         x = F.interpolate(image.float() / 127.5 - 1, size=[self.size, self.size], mode='bilinear', align_corners=False)
         return F.relu(self.proj(F.leaky_relu(self.conv1(x), 0.2))).mean([2, 3])  # non-negative, like pool3
 
+# %% ../../nbs/06_metrics.detectors.ipynb #787817fb
 def save_standin(module: torch.nn.Module, path: str | os.PathLike) -> Path:
     "Script `module` and save it as a TorchScript file (what `load_detector` expects)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,9 +56,11 @@ class MetricSpec:
     @property
     def temporal(self) -> bool: return self.family in ('fvd', 'isv')
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #e6e28638
 _I3D = dict(rescale=True, resize=True, return_features=True)
 def _count(num: str, k: str) -> int: return int(num) * (1000 if k else 1)
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #db8f26a3
 def parse_metric(name: str) -> MetricSpec:
     "The `MetricSpec` a metric name stands for (table above); unknown names are an error listing the families."
     if m := re.fullmatch(r'fvd(\d+)(k?)_(\d+)f(?:_subsample(\d+)f)?', name):
@@ -76,6 +78,7 @@ def parse_metric(name: str) -> MetricSpec:
     raise UsageError(f"unknown metric {name!r}; expected one of the families fvd<N>_<T>f[_subsample<s>f], fid<N>k[_full], "
                      f"kid<N>k[_full], is<N>k, isv<N>_ucf (e.g. {', '.join(ORIGINAL_METRICS)})")
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #6aa831a3
 ORIGINAL_METRICS = ('fvd2048_16f', 'fvd2048_128f', 'fvd2048_128f_subsample8f', 'fid50k_full', 'kid50k_full', 'is50k', 'isv2048_ucf')
 
 # %% ../../nbs/06c_metrics.evaluate.ipynb #0a34d1a7
@@ -93,6 +96,7 @@ def default_batch(spec: MetricSpec, resolution: int, role: str) -> int:
 # %% ../../nbs/06c_metrics.evaluate.ipynb #ebf5b0af
 CHECKPOINT_SUFFIXES = ('.pkl', '.safetensors', '.pt', '.pth')
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #51aa5469
 @dataclasses.dataclass
 class Side:
     "One side of a metric: `kind` 'dataset' | 'memory' | 'generator', with `source` (VideoSource/ArraySource) or `G`."
@@ -110,6 +114,7 @@ class Side:
     def resolution(self) -> int:
         return int(self.G.img_resolution) if self.kind == 'generator' else int(self.source.frame_shape[1])
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #7f3400d0
 def make_side(x, resolution: int | None = None, device='cpu') -> Side:
     "A `Side` from a dataset path, a checkpoint path, a generator module, or uint8 videos `[N, T, C, H, W]`."
     if isinstance(x, Side): return x
@@ -131,6 +136,7 @@ def _labels_for(side: Side | None):
     if side is None or side.kind != 'dataset' or side.source.labels_file is None: return None
     return VideoDataset(side.source.path, source=side.source, use_labels=True, load_n_consecutive=1).labels
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #cbd5c7b3
 def side_stats(side: Side, spec: MetricSpec, role: str, detector: Detector, *, seed: int = 0, batch_size: int | None = None,
                resolution: int | None = None, fewer: str = 'warn', labels=None, num_workers: int = 3,
                device='cpu', progress: bool = True) -> tuple[FeatureStats, dict]:
@@ -167,6 +173,7 @@ def side_stats(side: Side, spec: MetricSpec, role: str, detector: Detector, *, s
                      device=device, progress=progress, desc=f"{spec.name} {role}")
     return stats, dict(requested=want, used=stats.num_items, batch_size=bs)
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #90dc0c7c
 def _where(side: Side) -> str:
     return side.label or ('generator' if side.kind == 'generator' else str(side.source.path))
 
@@ -186,6 +193,7 @@ def cache_key(spec: MetricSpec, side: Side, detector: Detector, *, seed: int, re
                 seed=seed if spec.temporal else None, resolution=resolution, batch_size=batch_size,
                 capture='all' if spec.family in ('kid', 'is', 'isv') else 'mean_cov')
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #c3ea726a
 def cache_file(key: dict, name: str) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return stats_cache_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{key['detector']}-{digest}.npz"
@@ -197,6 +205,7 @@ def save_stats(path: Path, stats: FeatureStats, key: dict, counts: dict) -> None
     with atomic_path(path, suffix='.npz') as tmp:
         with open(tmp, 'wb') as f: np.savez(f, **arrays)
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #2fec2635
 def load_stats(path: Path, key: dict) -> tuple[FeatureStats, dict] | None:
     "The cached stats for `key`, or None when the file is absent or was written for another key."
     if not path.is_file(): return None
@@ -278,6 +287,7 @@ def compute_metric(name: str, real=None, fake=None, *, G: torch.nn.Module | None
         if was_training: fake_side.G.train()
     return _assemble(spec, runs, real_side, fake_side, real_counts, fake_counts, det, seed, res, cache_state, num_runs, fewer, t0)
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #c18edf63
 def _assemble(spec, runs, real_side, fake_side, real_counts, fake_counts, det, seed, res, cache_state, num_runs, fewer, t0) -> dict:
     main = spec.name if spec.name in runs[0]['results'] else f'{spec.name}_mean'
     values = [r['results'][main] for r in runs]
@@ -351,6 +361,7 @@ def _parser():
     p.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda'")
     return p
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #6678affb
 def _check_args(a) -> dict:
     "Validate everything before any work; return compute_metric keyword arguments."
     names = [n.strip() for n in a.metrics.split(',') if n.strip()]
@@ -374,6 +385,7 @@ def _check_args(a) -> dict:
                 num_runs=a.num_runs, cache=not a.no_cache, replace_cache=a.replace_cache, batch_size=a.batch_size, num_workers=a.workers, frechet=a.frechet,
                 fewer='allow' if a.allow_fewer else 'error' if a.strict_counts else 'warn')
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #6587bdb8
 def run_metrics(a) -> list[dict]:
     "What `stylegan-v metrics` does with parsed arguments."
     kw = _check_args(a)
@@ -392,6 +404,7 @@ def run_metrics(a) -> list[dict]:
     except (DatasetError, VideoTooShortError) as e: raise UsageError(str(e).replace('\n', ' ')) from e
     return results
 
+# %% ../../nbs/06c_metrics.evaluate.ipynb #2f6aeb1e
 def cli_main(argv: list[str] | None = None) -> int:
     "Entry point of `stylegan-v metrics`."
     return run_command(_parser(), sys.argv[1:] if argv is None else argv, lambda a: run_metrics(a) and 0)

@@ -82,6 +82,7 @@ def open_source(path_or_array, resolution: int | None = None):
                          f"metrics compare data at its own size (resize the dataset with stylegan-v prepare, or drop --resolution)")
     return src
 
+# %% ../../nbs/06b_metrics.features.ipynb #3f137007
 def video_view(source, num_frames: int, stride: int = 1, random_offset: bool = True, seed: int = 0, side: str = 'real'):
     "The FVD view (table above) of `source`: `(dataset of uint8 [T,C,H,W] clips, number of usable videos)`."
     need = num_frames * stride
@@ -96,6 +97,7 @@ def video_view(source, num_frames: int, stride: int = 1, random_offset: bool = T
                       discard_short_videos=True, random_seed=seed, source=source)
     return _Images(ds), len(ds)
 
+# %% ../../nbs/06b_metrics.features.ipynb #1caeb29d
 def frame_view(source):
     "The FID view of `source`: `(dataset of uint8 [C,H,W] frames, number of frames)`, every frame of every video in order."
     ds = FrameImageDataset(source.path, source=source)
@@ -108,6 +110,7 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     "The original's conversion of generator output in [-1, 1] to uint8: `(x * 127.5 + 128).clamp(0, 255)`."
     return (frames * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
+# %% ../../nbs/06b_metrics.features.ipynb #164623de
 class GeneratorVideos:
     "Videos `[n, T, C, H, W]` uint8 of generator `G` at times `0, s, …, (T-1)s`, video `i` determined by `(seed, i)`."
     def __init__(self, G, num_frames: int, stride: int = 1, seed: int = 0, labels: np.ndarray | None = None,

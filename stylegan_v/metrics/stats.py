@@ -67,6 +67,7 @@ def _eigh_trace(sigma_gen: np.ndarray, sigma_real: np.ndarray) -> float:
     lam = np.linalg.eigvalsh(half @ sigma_gen @ half)
     return float(np.sqrt(np.clip(lam, 0, None)).sum())
 
+# %% ../../nbs/06a_metrics.stats.ipynb #e6227bc7
 def frechet_terms(mu_gen, sigma_gen, mu_real, sigma_real, method: str = 'sqrtm') -> dict:
     "The Fréchet distance and its parts: `value`, `mean_term`, `trace_gen`, `trace_real`, `trace_sqrt` (all float64)."
     if method not in FRECHET_METHODS: raise ValueError(f"method must be one of {FRECHET_METHODS}, got {method!r}")
@@ -87,6 +88,7 @@ def frechet_terms(mu_gen, sigma_gen, mu_real, sigma_real, method: str = 'sqrtm')
     return dict(value=mean_term + trace_gen + trace_real - 2 * trace_sqrt, mean_term=mean_term,
                 trace_gen=trace_gen, trace_real=trace_real, trace_sqrt=trace_sqrt, method=method)
 
+# %% ../../nbs/06a_metrics.stats.ipynb #45e848c6
 def frechet_distance(mu_gen, sigma_gen, mu_real, sigma_real, method: str = 'sqrtm') -> float:
     "FVD/FID from the two feature distributions' float64 moments."
     return frechet_terms(mu_gen, sigma_gen, mu_real, sigma_real, method)['value']

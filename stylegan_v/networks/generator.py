@@ -104,6 +104,7 @@ class TemporalInput(nn.Module):
         tiled = motion_v.unsqueeze(2).unsqueeze(3).repeat(1, 1, *self.const.shape[2:])
         return torch.cat([const, tiled], dim=1)  # [N, C + motion_v_dim, 4, 4]
 
+# %% ../../nbs/02b_networks.generator.ipynb #759364ad
 class GenInput(nn.Module):
     "The first block's input: a learned constant (`'const'`) or constant ⊕ motion embedding (`'temporal'`)."
     def __init__(self, input_type: str, channel_dim: int, motion_v_dim: int | None = None):
@@ -202,6 +203,7 @@ class SynthesisBlock(nn.Module):
 # %% ../../nbs/02b_networks.generator.ipynb #bf7dd6d9
 MODCONV_MODES = ('auto', 'fused', 'nonfused', 'per_video')
 
+# %% ../../nbs/02b_networks.generator.ipynb #43324694
 class SynthesisNetwork(nn.Module):
     "ws [B, num_ws, w_dim] + frame times t [B, T] → frames [B*T, C, R, R] (video-major)."
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
@@ -272,6 +274,7 @@ def forward(self: SynthesisNetwork, ws, t=None, c=None, motion_z=None, motion_v=
     if motion_v is not None and self.motion_encoder is not None: assert_shape(motion_v, [B * T, self.motion_v_dim], 'motion_v')
     return self.synthesize(ws, t, c, motion_z=motion_z, motion_v=motion_v, modconv=modconv, **block_kwargs)
 
+# %% ../../nbs/02b_networks.generator.ipynb #04cc3cc6
 @patch
 def synthesize(self: SynthesisNetwork, ws, t, c, motion_z=None, motion_v=None, modconv: str | None = None,
                window: bool = False, **block_kwargs) -> torch.Tensor:
@@ -300,6 +303,7 @@ def synthesize(self: SynthesisNetwork, ws, t, c, motion_z=None, motion_v=None, m
             for v in range(0, B, vids)]
     return torch.cat(imgs) if len(imgs) > 1 else imgs[0]
 
+# %% ../../nbs/02b_networks.generator.ipynb #8daaf3b3
 @patch
 def _run_blocks(self: SynthesisNetwork, ws, motion_v, **block_kwargs) -> torch.Tensor:
     "Run the blocks from 4×4 up; each takes its slice of `ws`."
@@ -389,6 +393,7 @@ class MotionNoise:
 
     def __repr__(self): return f'MotionNoise(batch_size={self.batch_size}, codes={self.motion_z.shape[1]}, seed={self.seed})'
 
+# %% ../../nbs/02b_networks.generator.ipynb #4e2355f1
 def __getattr__(name: str):
     "`MotionCode`, the old name of `MotionNoise`, still imports (with a `DeprecationWarning`)."
     if name == 'MotionCode':
@@ -410,6 +415,7 @@ def sample_content(self: Generator, z: torch.Tensor | int, c: torch.Tensor | Non
     c = self.labels_for(c, len(z), device)
     return self.truncate(self.mapping(z, c), c, truncation_psi, truncation_cutoff)
 
+# %% ../../nbs/02b_networks.generator.ipynb #d8987ecc
 @patch
 def truncate(self: Generator, ws: torch.Tensor, c: torch.Tensor, truncation_psi: float, truncation_cutoff: int | None = None):
     "`ws` pulled towards the average content code: `w_avg` for an unconditional G, its class's average for a conditional one."
@@ -426,6 +432,7 @@ def truncate(self: Generator, ws: torch.Tensor, c: torch.Tensor, truncation_psi:
         out[rows, :cutoff] = w_avg[:cutoff].lerp(ws[rows, :cutoff], truncation_psi)
     return out
 
+# %% ../../nbs/02b_networks.generator.ipynb #f67d8ec0
 @patch
 def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, seed: int | None = None) -> MotionNoise:
     "A `MotionNoise` for `batch_size` videos, with noise drawn for times up to `t_max` (it extends itself later)."
@@ -435,6 +442,7 @@ def sample_motion(self: Generator, batch_size: int, t_max: float | None = None, 
     m.noise(me.num_noise_codes(0 if t_max is None else t_max))
     return m
 
+# %% ../../nbs/02b_networks.generator.ipynb #316d7c56
 @patch
 def render(self: Generator, content: torch.Tensor, motion: MotionNoise | None, t, c: torch.Tensor | None = None,
            noise_mode: str = 'const', **synthesis_kwargs) -> torch.Tensor:

@@ -107,6 +107,7 @@ class MoCoGANVideoDiscriminator(nn.Module):
 # %% ../../nbs/02d_networks.mocogan.ipynb #8aa14f0d
 MOCOGAN_D_DEFAULTS = {'video_discr_num_t_paddings': 0, 'video_discr_lr_multiplier': 0.1, 'video_discr_auto_t_padding': True}
 
+# %% ../../nbs/02d_networks.mocogan.ipynb #7054c939
 class Discriminator(nn.Module):
     "MoCoGAN+SG2 discriminator: `img [B*F, C, H, W], c [B, c_dim], t [B, F]` → `{'image_logits': [B*F], 'video_logits': [B, N]}`."
     def __init__(self, c_dim: int, img_resolution: int, img_channels: int, cfg: typing.Mapping | None = None,

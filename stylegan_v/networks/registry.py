@@ -28,6 +28,7 @@ def register_network_class(name: str, cls: str | type) -> None:
     "Make `cls` (a class or a `'module:Class'` string) loadable from checkpoints under `name`."
     NETWORK_CLASSES[name] = cls
 
+# %% ../../nbs/02e_networks.registry.ipynb #0dd1aba7
 def network_class(name: str) -> type:
     "The registered class called `name`."
     if name not in NETWORK_CLASSES:
@@ -46,6 +47,7 @@ def class_name_of(net: nn.Module) -> str:
         except ImportError: continue
     raise CheckpointError(f"{type(net).__qualname__} is not a registered network class ({sorted(NETWORK_CLASSES)}); use register_network_class")
 
+# %% ../../nbs/02e_networks.registry.ipynb #bdaf6abd
 def build_network(class_name: str, kwargs: dict) -> nn.Module:
     "Construct the registered class `class_name` from plain `kwargs`; `net.init_kwargs` holds its constructor kwargs."
     net = network_class(class_name)(**copy.deepcopy(kwargs))

@@ -74,6 +74,7 @@ def _empty(x): return x.new_empty([0])
 
 def _sum_except(t, dim): return t.sum([i for i in range(t.ndim) if i != dim])
 
+# %% ../../nbs/01a_ops.bias_act.ipynb #a7417fa6
 class _BiasActNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, ops, dim, spec, alpha, gain, clamp):
@@ -93,6 +94,7 @@ class _BiasActNative(torch.autograd.Function):
         db = _sum_except(dx, dim) if ctx.needs_input_grad[1] else None
         return dx, db, None, None, None, None, None, None
 
+# %% ../../nbs/01a_ops.bias_act.ipynb #b2c567f0
 class _BiasActGradNative(torch.autograd.Function):
     "dx = dy * gain * f'(x + b) * mask; differentiable once more (w.r.t. dy, x and b)."
     @staticmethod

@@ -60,6 +60,7 @@ def extensions_dir() -> Path:
     if _in_repo_checkout(): return package_dir().parent / '.torch_extensions'
     return cache_dir() / 'torch_extensions'
 
+# %% ../../nbs/01_ops.build.ipynb #b954f267
 def _cpu_info() -> str:
     "What `-march=native` depends on: the CPU model and its feature flags."
     info = platform.machine()
@@ -77,6 +78,7 @@ def cuda_arch_list() -> str:
         return ';'.join(sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}))
     return '8.0;9.0'
 
+# %% ../../nbs/01_ops.build.ipynb #fe254314
 def build_tag(kind: str) -> str:
     "Short digest naming the `kind` ('cpu'/'cuda') build: kernel sources + headers + torch version + the CPU's features ('cpu') or the GPU architectures ('cuda')."
     h = hashlib.sha256((_cpu_info() if kind == 'cpu' else 'cuda' + cuda_arch_list()).encode() + torch.__version__.encode())
@@ -131,6 +133,7 @@ def _import_cpp_extension():
     finally: log.setLevel(level)
     return cpp_extension
 
+# %% ../../nbs/01_ops.build.ipynb #21b19849
 def _build(kind: str, verbose: bool = False):
     "Compile (or fetch from the cache) and load the `kind` extension; raises on failure."
     cpp_extension = _import_cpp_extension()
@@ -162,6 +165,7 @@ def _build(kind: str, verbose: bool = False):
                            is_python_module=False, verbose=verbose, **kw)
     return build_dir
 
+# %% ../../nbs/01_ops.build.ipynb #af32cd29
 @contextlib.contextmanager
 def _ninja_beside_python():
     "Build with the `ninja` installed next to this Python (the venv's), whichever `ninja` comes first on PATH."
@@ -170,6 +174,7 @@ def _ninja_beside_python():
     try: yield
     finally: os.environ['PATH'] = old
 
+# %% ../../nbs/01_ops.build.ipynb #1cf3b3c1
 @torch.compiler.disable  # a first use inside a torch.compile'd network builds eagerly (dynamo cannot trace hashing, files)
 def load_extension(kind: str = 'cpu', warn: bool = True, verbose: bool = False) -> bool:
     "Build/load the native `kind` ('cpu' or 'cuda') extension once per process; `False` (plus one warning) if impossible."
@@ -192,6 +197,7 @@ def load_extension(kind: str = 'cpu', warn: bool = True, verbose: bool = False) 
         state.loaded, state.reason = True, f'compiled kernels loaded from {state.path}'
         return True
 
+# %% ../../nbs/01_ops.build.ipynb #215c36e0
 def _namespace(kind: str):
     "The loaded extension's ops, `torch.ops.stylegan_v_<kind>` (the tests swap in a fake one here)."
     return getattr(torch.ops, _NAMESPACE[kind])
@@ -282,6 +288,7 @@ def run_self_checks(kind: str, warn: bool = False) -> dict:
         for op in list(_SELF_CHECKS): self_check(_STATE[kind], op, _namespace(kind), device, warn=warn)
     return dict(_STATE[kind].checks)
 
+# %% ../../nbs/01_ops.build.ipynb #8bb7831e
 def status(build: bool = True, print_table: bool = True) -> dict:
     "Per op and device: which implementation `impl=None` uses and why. With `build=True`, builds and self-checks first."
     if build:

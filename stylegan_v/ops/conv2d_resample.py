@@ -35,6 +35,7 @@ def _check_args(x, w, f, up, down, groups):
         raise ValueError(f"conv2d_resample: x has {x.shape[1]} channels and w shape {tuple(w.shape)} with groups={groups}; "
                          f"expected x channels == w.shape[1] * groups and w.shape[0] divisible by groups")
 
+# %% ../../nbs/01c_ops.conv2d_resample.ipynb #afb71378
 def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False, impl=None):
     "Conv2d of `x` [N,C,H,W] with `w` [O,C/groups,kh,kw], optionally upsampled (`up`) before / downsampled (`down`) after with FIR `f`."
     _check_args(x, w, f, up, down, groups)

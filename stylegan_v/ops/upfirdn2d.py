@@ -101,6 +101,7 @@ def _native_call(ops, x, f, up, down, pad, flip_filter, gain):
         y = ops.upfirdn2d(y, f[:, None].contiguous(), 1, upy, 1, downy, 0, 0, py0, py1)
     return y if subx == suby == 1 else y[:, :, ::suby, ::subx].contiguous()
 
+# %% ../../nbs/01b_ops.upfirdn2d.ipynb #d7eda1f2
 class _Upfirdn2dNative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f, ops, up, down, pad, flip_filter, gain):
