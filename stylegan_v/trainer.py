@@ -200,7 +200,7 @@ def fp32_forward(forward: typing.Callable, device_type: str) -> typing.Callable:
 
 # %% ../nbs/07a_trainer.ipynb #db5ab83c
 def make_augment(rc: RunConfig, device) -> tuple:
-    "`(augment_pipe, ada_controller)` of `plan` (`(None, None)` for `aug='noaug'`)."
+    "`(augment_pipe, ada_controller)` of the run `rc` (`(None, None)` for `train.aug=noaug`)."
     if rc.train.aug not in ('ada', 'fixed', 'noaug'): raise ConfigError(f"aug: expected 'ada', 'fixed' or 'noaug', got {rc.train.aug!r}")
     pipe, ada = augment_setup(rc.train.aug, rc.train.augpipe, rc.train.p if rc.train.aug == 'fixed' else None, rc.train.ada_target,
                               rc.train.ada_interval, rc.train.ada_kimg)
