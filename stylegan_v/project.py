@@ -77,8 +77,9 @@ def noise_ramp(tau: float, initial: float = 0.05, length: float = 0.75) -> float
 
 # %% ../nbs/11_projection.ipynb #c4018a8f
 def clipped_error(synth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    "`synth - target`, zero where the target sits at a clip limit (±1) and `synth` lies beyond it."
-    beyond = ((target >= 1) & (synth > 1)) | ((target <= -1) & (synth < -1))
+    "`synth - target`, zero where the target sits at an 8-bit extreme (255 or 0, read as ≈ ±1) and `synth` lies beyond it."
+    top, bottom = target >= (254.5 - 128) / 127.5, target <= -1  # 255 reads as 127/127.5 = 0.996, 0 as -1.004
+    beyond = (top & (synth > target)) | (bottom & (synth < target))
     return torch.where(beyond, torch.zeros_like(synth), synth - target)
 
 def motion_prior_loss(motion_z: torch.Tensor) -> torch.Tensor:
