@@ -41,7 +41,7 @@ class DemoConfig(Config):
     "Settings of the end-to-end demo (defaults: the route chosen by measurement, see 'Choosing the route')."
     outdir: str = 'runs_out/demo'
     resolution: int = 32          # frame size of the data and the models
-    kimg: float = 36.0            # training length in thousands of frames (batch 8 x 3 frames: 1500 steps)
+    kimg: float = 10.8            # training length in thousands of frames (batch 8 x 3 frames: 450 steps)
     channels: int = 32            # network width (demo_train_config's `channels`)
     batch_size: int = 8           # videos per training step (clips of 3 frames)
     lr: float = 0.005             # Adam learning rate of G and D
@@ -50,11 +50,12 @@ class DemoConfig(Config):
     aug: str = 'noaug'            # 'noaug' or 'ada' (adaptive augmentation, for long runs)
     dtype: str = 'auto'           # 'fp32', 'bf16' (autocast) or 'auto' (see `demo_dtype`)
     mapping_layers: int = 2       # depth of G's mapping network
-    num_videos: int = 16          # videos in the built-in dataset
+    num_videos: int = 64          # videos in the built-in dataset
     num_frames: int = 32          # frames per dataset video
     max_shapes: int = 2           # the built-in data's style (`stylegan_v.data.synthetic.video_recipe`): at most this many shapes,
     texture: float = 0.3          # background texture amplitude (times the default's)
     speed: float = 1.0            # shape speed (times the default's)
+    scale: float = 2.0            # shape size (times the default's)
     sample_videos: int = 4        # videos in the sample grid (and the decomposition is sample_videos x sample_videos)
     sample_frames: int = 48       # frames rendered per sample video (past the dataset's length on purpose)
     strip_frames: int = 8         # frames per video in the PNG frame strip
@@ -115,7 +116,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
         raise UsageError(f"lr, ema_kimg: expected > 0 and r1_gamma >= 0, got {cfg.lr}, {cfg.ema_kimg}, {cfg.r1_gamma}")
     if cfg.aug not in ('noaug', 'ada'): raise UsageError(f"aug: expected noaug or ada, got {cfg.aug!r}")
     demo_dtype(cfg.dtype)
-    try: check_style(cfg.max_shapes, cfg.texture, cfg.speed)
+    try: check_style(cfg.max_shapes, cfg.texture, cfg.speed, cfg.scale)
     except ValueError as e: raise UsageError(str(e)) from None
     if cfg.evidence_clips < 0: raise UsageError(f"evidence_clips: expected 0 (skip) or a positive count, got {cfg.evidence_clips}")
     if cfg.batch_size % min(4, cfg.batch_size):
@@ -131,7 +132,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
 def demo_dataset(cfg: DemoConfig, root: str | Path) -> Path:
     "The built-in dataset of the demo's settings, written under `root` on first use (named by its settings)."
     return default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=root,
-                                     max_shapes=cfg.max_shapes, texture=cfg.texture, speed=cfg.speed)
+                                     max_shapes=cfg.max_shapes, texture=cfg.texture, speed=cfg.speed, scale=cfg.scale)
 
 def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
     "The `RunConfig` the demo trains with: `demo_train_config` plus the demo's fields."
