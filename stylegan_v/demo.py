@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .core import Config, UsageError, seed_everything, atomic_path, atomic_write_bytes
 from .config import RunConfig, SamplingConfig, model_preset
@@ -32,8 +33,8 @@ from .train import demo_train_config, plot_training, train
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif', 'native_bf16',
            'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'clip_features', 'frame_change',
-           'edge_energy', 'LearningProbe', 'fake_clips', 'meets_targets', 'render_samples', 'render_decomposition',
-           'run_demo', 'cli_main']
+           'edge_energy', 'LearningProbe', 'meets_targets', 'render_samples', 'render_decomposition', 'run_demo',
+           'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -187,6 +188,7 @@ class LearningProbe:
         self.motion_real, self.edge_real = frame_change(self.real), edge_energy(self.real)
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d5
+@patch
 @torch.no_grad()
 def fake_clips(self: LearningProbe, G) -> torch.Tensor:
     "G's clips (`noise_mode='const'`) at the real clips' frame times, from fixed content codes and motion noise."
@@ -200,15 +202,14 @@ def fake_clips(self: LearningProbe, G) -> torch.Tensor:
         out.append(frames.reshape(len(t), -1, *frames.shape[1:]).clamp(-1, 1))
     return torch.cat(out)
 
-def _probe_call(self: LearningProbe, G) -> dict:
+@patch
+def __call__(self: LearningProbe, G) -> dict:
     "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real)."
     fake = self.fake_clips(G)
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
     mf, ef = frame_change(fake), edge_energy(fake)
     return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
             'motion_ratio': mf / self.motion_real, 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ef / self.edge_real}
-
-LearningProbe.fake_clips, LearningProbe.__call__ = fake_clips, _probe_call
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
 LEARNING_TARGETS = {'frechet_over_floor': 3.0, 'motion_ratio': (0.75, 1.33), 'edge_ratio': (0.7, 1.4)}
