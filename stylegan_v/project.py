@@ -90,7 +90,7 @@ def motion_prior_loss(motion_z: torch.Tensor) -> torch.Tensor:
 @dataclasses.dataclass
 class ProjectionConfig(Config):
     "Settings of `project_video`."
-    num_steps: int = 500             # optimisation steps
+    num_steps: int = 500             # optimisation steps: loss evaluations (Adam steps, L-BFGS evaluations)
     w_plus: bool = True              # optimise one w per layer (w+) instead of one shared w
     lr: float = 0.1                  # Adam learning rate of the content code (StyleGAN2: 0.1)
     motion_lr: float = 0.1           # Adam learning rate of the motion noise
@@ -105,7 +105,7 @@ class ProjectionConfig(Config):
     w_avg_samples: int = 10000       # z samples for w_avg and w_std
     init_candidates: int = 64        # start from the best of this many content draws, then motion seeds (0: w_avg, `seed`)
     seed: int = 0                    # first candidate seed (content draws, motion noise and its continuation)
-    lbfgs_fraction: float = 0.8      # share of the steps (loss evaluations) given to the final L-BFGS phase (0: Adam only)
+    lbfgs_fraction: float = 1.0      # share of the steps (loss evaluations) given to the final L-BFGS phase (0: Adam only)
     lbfgs_history: int = 100         # L-BFGS memory (past steps kept for its curvature estimate)
 
 # %% ../nbs/11_projection.ipynb #9b5ef751
@@ -353,7 +353,7 @@ def _parser():
     p.add_argument('--target', required=True, metavar='VIDEO', help='video file or folder of frames')
     add_outdir(p); add_force(p)
     p.add_argument('--num-frames', type=int, default=16, help='frames of the target to project')
-    p.add_argument('--steps', type=int, default=ProjectionConfig.num_steps, help='optimisation steps')
+    p.add_argument('--steps', type=int, default=ProjectionConfig.num_steps, help='optimisation steps (loss evaluations)')
     p.add_argument('--seed', type=int, default=0, help='motion noise initialisation')
     p.add_argument('--w-space', choices=('w', 'w+'), default='w+', help="one w for all layers, or one per layer")
     p.add_argument('--resize', action='store_true', help='centre-crop and resize a target of another size (else refused)')
