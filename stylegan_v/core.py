@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['seed_everything', 'package_version', 'pick_device', 'pick_dtype', 'assert_shape', 'UsageError', 'publish_permissions',
@@ -330,7 +331,6 @@ def _check_sha(path: Path, sha256: str | None, what: str):
     if got != sha256: raise DownloadError(f"{what}: sha256 mismatch, expected {sha256}, got {got}; the file is corrupt or a different version")
 
 def _progress(total, name, enabled):
-    from tqdm.auto import tqdm
     return tqdm(total=total, unit='B', unit_scale=True, desc=name, disable=not enabled, leave=False)
 
 # %% ../nbs/00_core.ipynb #0209760b

@@ -15,6 +15,8 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .core import Config, DownloadError, UsageError, atomic_path, atomic_write_bytes, pick_device
@@ -322,7 +324,6 @@ def _crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
 # %% ../nbs/11_projection.ipynb #dea02e61
 def save_codes(path, proj: Projection, metadata: dict | None = None) -> Path:
     "Write a projection's codes to a `.safetensors` file, atomically."
-    from safetensors.torch import save_file
     tensors = {'content_w': proj.content_w, 'motion_z': proj.motion_z, 'frame_times': proj.frame_times}
     meta = {'seed': str(proj.seed), 'format': 'stylegan-v codes 1', **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     with atomic_path(path, suffix='.safetensors') as tmp:
@@ -331,7 +332,6 @@ def save_codes(path, proj: Projection, metadata: dict | None = None) -> Path:
 
 def load_codes(path, device='cpu') -> Projection:
     "Read codes written by `save_codes` (a projection or an edit) back as a `Projection`."
-    from safetensors import safe_open
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"codes file {path} does not exist")
     try:
