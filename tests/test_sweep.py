@@ -42,8 +42,8 @@ def done(workdir) -> list[bool]:
 
 
 # Flaky, so behind the slow flag until fixed: the Ctrl-C reaches only the sweep's process, where papermill waits on the
-# run's kernel, and now and then it is lost there. Seen in 2 of 9 runs here (2026-12-06, machine loaded or not): the
-# sweep finished every run and exited 0, or it exited 130 with nbclient's "DeadKernelError: Kernel died" after
+# run's kernel, and now and then it is lost there. Seen in 3 of 11 runs here (2026-12-06, machine loaded or not): twice
+# the sweep finished every run and exited 0, once it exited 130 with nbclient's "DeadKernelError: Kernel died" after
 # 'interrupted'. The fix is to forward the signal to the kernel, so that the run snapshots and stops.
 @pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='slow and flaky: a Ctrl-C during a sweep is now and then '
                     'lost in papermill (see the comment above the test): set STYLEGAN_V_SLOW=1')
