@@ -66,6 +66,11 @@ class DemoConfig(Config):
     seed: int = 0
     checkpoint: str | None = None  # optional: an original network-snapshot pickle or one of ours, rendered too
 
+    @property
+    def style(self) -> dict:
+        "The built-in data's style fields, as `stylegan_v.data.synthetic.video_recipe` takes them (one list of them)."
+        return dict(max_shapes=self.max_shapes, texture=self.texture, speed=self.speed, scale=self.scale)
+
 # %% ../nbs/09_demo.ipynb #d4c59113
 DEMO_MODEL = model_preset('small')   # 128 wide at 16 px, 32 at 64 px (config.MODEL_PRESETS)
 
@@ -117,7 +122,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
         raise UsageError(f"lr, ema_kimg: expected > 0 and r1_gamma >= 0, got {cfg.lr}, {cfg.ema_kimg}, {cfg.r1_gamma}")
     if cfg.aug not in ('noaug', 'ada'): raise UsageError(f"aug: expected noaug or ada, got {cfg.aug!r}")
     demo_dtype(cfg.dtype)
-    try: check_style(cfg.max_shapes, cfg.texture, cfg.speed, cfg.scale)
+    try: check_style(**cfg.style)
     except ValueError as e: raise UsageError(str(e)) from None
     if cfg.evidence_clips < 0: raise UsageError(f"evidence_clips: expected 0 (skip) or a positive count, got {cfg.evidence_clips}")
     if cfg.batch_size % min(4, cfg.batch_size):
@@ -132,8 +137,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
 # %% ../nbs/09_demo.ipynb #61be4389
 def demo_dataset(cfg: DemoConfig, root: str | Path) -> Path:
     "The built-in dataset of the demo's settings, written under `root` on first use (named by its settings)."
-    return default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=root,
-                                     max_shapes=cfg.max_shapes, texture=cfg.texture, speed=cfg.speed, scale=cfg.scale)
+    return default_synthetic_dataset(cfg.num_videos, cfg.num_frames, cfg.resolution, cfg.seed, root=root, **cfg.style)
 
 def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
     "The `RunConfig` the demo trains with: `demo_train_config` plus the demo's fields."
