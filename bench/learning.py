@@ -41,7 +41,7 @@ def main(argv=None):
     if args.replot: return replot(args.replot, Path(args.out) / 'learning_compare.png')
     import torch
     if args.threads: torch.set_num_threads(args.threads)
-    from stylegan_v.demo import DemoConfig, check_demo_config, demo_dataset, demo_run_config, LearningProbe
+    from stylegan_v.demo import DemoConfig, check_demo_config, demo_dataset, demo_run_config, LearningProbe, probe_dataset
     from stylegan_v.train import keep_freed_memory
     from stylegan_v.trainer import Trainer
     cfg = check_demo_config(DemoConfig().override(args.fields))
@@ -51,7 +51,7 @@ def main(argv=None):
     keep_freed_memory()
     trainer = Trainer(demo_run_config(cfg, data))
     rc = trainer.rc
-    probe = LearningProbe(trainer.dataset, num_clips=args.clips)
+    probe = LearningProbe(probe_dataset(rc), num_clips=args.clips)
     frames_per_step = rc.train.batch_size * trainer.num_frames
     max_steps = args.steps or (None if args.minutes else round(rc.train.kimg * 1000 / frames_per_step))
     print(f"{label}: {rc.data.resolution} px, batch {rc.train.batch_size}, dtype {rc.train.dtype}, floor FD "

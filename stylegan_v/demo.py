@@ -32,9 +32,9 @@ from .train import demo_train_config, plot_training, train
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif', 'native_bf16',
-           'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'clip_features', 'frame_change',
-           'edge_energy', 'LearningProbe', 'meets_targets', 'render_samples', 'render_decomposition', 'run_demo',
-           'cli_main']
+           'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset', 'clip_features',
+           'frame_change', 'edge_energy', 'LearningProbe', 'meets_targets', 'render_samples', 'render_decomposition',
+           'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -42,17 +42,18 @@ class DemoConfig(Config):
     "Settings of the end-to-end demo (defaults: the route chosen by measurement, see 'Choosing the route')."
     outdir: str = 'runs_out/demo'
     resolution: int = 32          # frame size of the data and the models
-    kimg: float = 10.8            # training length in thousands of frames (batch 8 x 3 frames: 450 steps)
+    kimg: float = 57.6            # training length in thousands of frames (batch 8 x 3 frames: 2400 steps)
     channels: int = 32            # network width (demo_train_config's `channels`)
     batch_size: int = 8           # videos per training step (clips of 3 frames)
-    lr: float = 0.005             # Adam learning rate of G and D
-    r1_gamma: float = 0.1         # R1 weight
+    lr: float = 0.0025            # Adam learning rate of G and D
+    r1_gamma: float = 2.0         # R1 weight
     ema_kimg: float = 1.0         # G_ema half-life in thousands of videos
     aug: str = 'noaug'            # 'noaug' or 'ada' (adaptive augmentation, for long runs)
     dtype: str = 'auto'           # 'fp32', 'bf16' (autocast) or 'auto' (see `demo_dtype`)
     mapping_layers: int = 2       # depth of G's mapping network
     num_videos: int = 64          # videos in the built-in dataset
     num_frames: int = 32          # frames per dataset video
+    spans: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 16])  # spans (last minus first frame) of D's 3-frame training clips
     max_shapes: int = 2           # the built-in data's style (`stylegan_v.data.synthetic.video_recipe`): at most this many shapes,
     texture: float = 0.3          # background texture amplitude (times the default's)
     speed: float = 1.0            # shape speed (times the default's)
@@ -128,6 +129,8 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     if cfg.batch_size % min(4, cfg.batch_size):
         raise UsageError(f"batch_size: expected 1-4 or a multiple of 4 (D's minibatch-std groups of 4), got {cfg.batch_size}")
     if cfg.num_frames < 3: raise UsageError(f"num_frames: expected at least 3 (a training clip has 3 frames), got {cfg.num_frames}")
+    if not cfg.spans or not all(isinstance(s, int) and 2 <= s for s in cfg.spans) or min(cfg.spans) > cfg.num_frames - 1:
+        raise UsageError(f"spans: expected a list of clip spans >= 2, at least one <= num_frames - 1 = {cfg.num_frames - 1}, got {cfg.spans}")
     if Path(cfg.outdir).exists() and not Path(cfg.outdir).is_dir():
         raise NotADirectoryError(f"outdir {cfg.outdir} exists and is not a folder; expected a folder to write into")
     if cfg.checkpoint:  # a URL is fetched (and cached) now, a path only checked
@@ -145,7 +148,12 @@ def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
     return rc.override([f'train.batch_size={cfg.batch_size}', f'train.seed={cfg.seed}', f'data.fps={cfg.fps}',
                         f'model.mbstd_group_size={min(4, cfg.batch_size)}', f'train.grid_videos={cfg.sample_videos}',
                         f'train.lr={cfg.lr}', f'train.r1_gamma={cfg.r1_gamma}', f'train.ema_kimg={cfg.ema_kimg}',
-                        f'train.aug={cfg.aug}', f'train.dtype={demo_dtype(cfg.dtype)}', f'model.mapping_layers={cfg.mapping_layers}'])
+                        f'train.aug={cfg.aug}', f'train.dtype={demo_dtype(cfg.dtype)}', f'model.mapping_layers={cfg.mapping_layers}',
+                        f'sampling.total_dists={list(cfg.spans)}'])
+
+def probe_dataset(rc: RunConfig) -> VideoDataset:
+    "The run's videos as `LearningProbe` reads them: with the original's default clip spans, whatever spans the run trains on."
+    return open_training_dataset(dataclasses.replace(rc, sampling=SamplingConfig()))
 
 def _fresh_run_dir(run_dir: Path) -> Path:
     "Remove the previous demo's training run in `run_dir` (refusing a folder that holds something else)."
@@ -265,7 +273,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     rc = demo_run_config(cfg, data)
     evidence, probe = {}, None
     if cfg.evidence_clips:
-        probe = LearningProbe(open_training_dataset(rc), num_clips=cfg.evidence_clips)
+        probe = LearningProbe(probe_dataset(rc), num_clips=cfg.evidence_clips)
         evidence['init'] = probe(Trainer(rc).G_ema)
     t_train = time.time()
     run = train(rc, _fresh_run_dir(out / 'train'), log=lambda *a: None)

@@ -74,24 +74,27 @@ def test_demo_checkpoint_is_the_trained_G_ema(demo_run):
 
 
 def test_short_training_lowers_the_frechet_distance(tmp_path):
-    from stylegan_v.demo import DemoConfig, LearningProbe, demo_dataset, demo_run_config
+    from stylegan_v.demo import DemoConfig, LearningProbe, demo_dataset, demo_run_config, probe_dataset
     from stylegan_v.trainer import Trainer
     torch.set_num_threads(1)
     cfg = DemoConfig(resolution=16, channels=16, num_videos=4)
     trainer = Trainer(demo_run_config(cfg, demo_dataset(cfg, tmp_path)))
-    probe = LearningProbe(trainer.dataset, num_clips=64)
+    probe = LearningProbe(probe_dataset(trainer.rc), num_clips=64)
     before = probe(trainer.G_ema)
     clips = iter(trainer.clip_loader())
-    for _ in range(150): trainer.train_step(trainer.next_rounds(clips))    # ~12 CPU s (measured: FD 58 -> 17, motion 12x -> 8x)
+    for _ in range(250): trainer.train_step(trainer.next_rounds(clips))
     after = probe(trainer.G_ema)
     assert after['frechet'] < 0.5 * before['frechet'], (before, after)
     assert abs(np.log(after['motion_ratio'])) < abs(np.log(before['motion_ratio'])), (before, after)
 
 
 @pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the full demo (minutes): set STYLEGAN_V_SLOW=1')
-@pytest.mark.xfail(strict=True, reason='issue 18: the default route (450 steps, 64 videos, scale 2) ends near 4.5-4.8x the floor; '
-                   "no measured route reaches 3x (nbs/09_demo.ipynb 'Choosing the route'); remove this mark when one does")
 def test_full_demo_meets_the_learning_targets(tmp_path):
+    """The default demo keeps what was measured (nbs/09_demo.ipynb 'Choosing the route': 2.8-3.2x the floor, motion
+    ratio 1.31-1.44, edges 1.14-1.19 in four runs), and is marked xfail while it misses issue 18's targets."""
     from stylegan_v.demo import DemoConfig, LEARNING_TARGETS, meets_targets, run_demo
     s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo')), log=lambda *a: None)
-    assert meets_targets(s['evidence']['trained']) == [], (s['evidence']['trained'], LEARNING_TARGETS)
+    e = s['evidence']['trained']
+    assert e['frechet'] <= 4 * e['floor'] and 0.75 <= e['motion_ratio'] <= 1.6 and 0.7 <= e['edge_ratio'] <= 1.4, e
+    missed = meets_targets(e)
+    if missed: pytest.xfail(f"issue 18's targets {LEARNING_TARGETS} missed: {'; '.join(missed)}")

@@ -353,7 +353,9 @@ def test_a_snapshot_of_an_older_version_resumes_by_its_plan():
     "Snapshots before the resolved RunConfig recorded a `TrainPlan` (here the default demo's, written by that version)."
     from stylegan_v.demo import DemoConfig, demo_run_config
     plan = json.loads((REPO / 'tests' / 'fixtures' / 'legacy_demo_plan.json').read_text())
-    rc = demo_run_config(DemoConfig(), plan['data']).resolved()
+    from stylegan_v.config import POWERS_OF_TWO
+    old_demo = DemoConfig(lr=0.005, r1_gamma=0.1, spans=list(POWERS_OF_TWO))   # the demo's defaults when the plan was written
+    rc = demo_run_config(old_demo, plan['data']).resolved()
     check_resume_compatible(*snapshot_settings({'plan': plan}, rc), 'old')            # the same run: nothing differs
     with pytest.raises(Exception, match='differ in G, train.lr'):                     # G's widths and a rate changed: refused
         check_resume_compatible(*snapshot_settings({'plan': plan}, rc.override(['train.lr=0.01', 'model.channel_max=16'])), 'old')
