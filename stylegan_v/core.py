@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import typing
@@ -251,6 +252,8 @@ class Config:
         return type(self).from_dict(d)
 
 # %% ../nbs/00_core.ipynb #e1fcf8b4
+_EXPONENT_FLOAT = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+')
+
 def parse_override(item: str) -> tuple[str, typing.Any]:
     "`'model.w_dim=256'` -> `('model.w_dim', 256)`: the value parsed as YAML; `a__b` is the same key as `a.b`."
     if not isinstance(item, str) or '=' not in item or not item.split('=', 1)[0].strip():
@@ -258,6 +261,7 @@ def parse_override(item: str) -> tuple[str, typing.Any]:
     key, raw = item.split('=', 1)
     try: value = yaml.safe_load(raw) if raw.strip() else ''
     except yaml.YAMLError as e: raise ConfigError(f"override {item!r}: cannot parse the value {raw!r} as YAML") from e
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(raw.strip()): value = float(value)  # YAML 1.1 reads 1e-4 as text
     return key.strip().replace('__', '.'), value
 
 def getattr_path(obj, parts):
