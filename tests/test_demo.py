@@ -91,7 +91,8 @@ def test_short_training_lowers_the_frechet_distance(tmp_path):
 @pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the full demo (minutes): set STYLEGAN_V_SLOW=1')
 def test_full_demo_meets_the_learning_targets(tmp_path):
     """The default demo keeps what was measured (nbs/09_demo.ipynb 'Choosing the route': 2.8-3.2x the floor, motion
-    ratio 1.31-1.44, edges 1.14-1.19 in four runs), and is marked xfail while it misses issue 18's targets."""
+    ratio 1.32-1.44, edges 1.14-1.19 in the three runs of these settings), and is marked xfail while it misses issue
+    18's targets."""
     from stylegan_v.demo import DemoConfig, LEARNING_TARGETS, meets_targets, run_demo
     s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo')), log=lambda *a: None)
     e = s['evidence']['trained']
