@@ -171,6 +171,17 @@ def _coerce(value, tp, where: str):
     if isinstance(tp, type) and not isinstance(value, tp): raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
+# %% ../nbs/00_core.ipynb #3d5e28a5
+class _YamlLoader(yaml.SafeLoader):
+    "`yaml.SafeLoader` that also reads an exponent number without a dot (`1e-4`) as a float."
+
+_YamlLoader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$'),
+                                  list('-+0123456789.'))
+
+def _read_yaml(text: str):
+    "Parse YAML `text` as `yaml.safe_load` does, but with `1e-4` a float."
+    return yaml.load(text, Loader=_YamlLoader)
+
 # %% ../nbs/00_core.ipynb #7a031a76
 @dataclasses.dataclass
 class Config:
@@ -208,7 +219,7 @@ class Config:
         path = Path(path)
         if not path.is_file(): raise FileNotFoundError(f"config file {path} does not exist")
         text = path.read_text()
-        try: data = json.loads(text) if path.suffix == '.json' else yaml.safe_load(text)
+        try: data = json.loads(text) if path.suffix == '.json' else _read_yaml(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e: raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {e}") from e
         return cls.from_dict(data or {}, _where=str(path))
 
@@ -252,16 +263,13 @@ class Config:
         return type(self).from_dict(d)
 
 # %% ../nbs/00_core.ipynb #e1fcf8b4
-_EXPONENT_FLOAT = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+')
-
 def parse_override(item: str) -> tuple[str, typing.Any]:
     "`'model.w_dim=256'` -> `('model.w_dim', 256)`: the value parsed as YAML; `a__b` is the same key as `a.b`."
     if not isinstance(item, str) or '=' not in item or not item.split('=', 1)[0].strip():
         raise ConfigError(f"override {item!r}: expected key=value, e.g. model.w_dim=256")
     key, raw = item.split('=', 1)
-    try: value = yaml.safe_load(raw) if raw.strip() else ''
+    try: value = _read_yaml(raw) if raw.strip() else ''
     except yaml.YAMLError as e: raise ConfigError(f"override {item!r}: cannot parse the value {raw!r} as YAML") from e
-    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(raw.strip()): value = float(value)  # YAML 1.1 reads 1e-4 as text
     return key.strip().replace('__', '.'), value
 
 def getattr_path(obj, parts):

@@ -22,6 +22,7 @@ from .cliutils import add_force, add_outdir, add_overrides, command_parser, run_
 from .data.layout import encode_frame
 from .data.video import write_video
 from .data.synthetic import check_style, default_synthetic_dataset
+from .data.sampling import random_min_len
 from .data.dataset import VideoDataset
 from . import checkpoints
 from .generate import decomposition_seeds, videos_array, video_grid, generate
@@ -129,8 +130,10 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     if cfg.batch_size % min(4, cfg.batch_size):
         raise UsageError(f"batch_size: expected 1-4 or a multiple of 4 (D's minibatch-std groups of 4), got {cfg.batch_size}")
     if cfg.num_frames < 3: raise UsageError(f"num_frames: expected at least 3 (a training clip has 3 frames), got {cfg.num_frames}")
-    if not cfg.spans or not all(isinstance(s, int) and 2 <= s for s in cfg.spans) or min(cfg.spans) > cfg.num_frames - 1:
-        raise UsageError(f"spans: expected a list of clip spans >= 2, at least one <= num_frames - 1 = {cfg.num_frames - 1}, got {cfg.spans}")
+    max_dist = SamplingConfig().max_dist  # the sampler keeps the spans in [2, min(num_frames - 1, max_dist)]
+    if not all(s >= 2 for s in cfg.spans) or (random_min_len(3, max_dist, cfg.spans) or math.inf) > cfg.num_frames:
+        raise UsageError(f"spans: expected a list of clip spans >= 2, at least one <= num_frames - 1 = {cfg.num_frames - 1} "
+                         f"and <= {max_dist}, got {cfg.spans}")
     if Path(cfg.outdir).exists() and not Path(cfg.outdir).is_dir():
         raise NotADirectoryError(f"outdir {cfg.outdir} exists and is not a folder; expected a folder to write into")
     if cfg.checkpoint:  # a URL is fetched (and cached) now, a path only checked
