@@ -99,3 +99,13 @@ def test_full_demo_meets_the_learning_targets(tmp_path):
     assert e['frechet'] <= 4 * e['floor'] and 0.75 <= e['motion_ratio'] <= 1.6 and 0.7 <= e['edge_ratio'] <= 1.4, e
     missed = meets_targets(e)
     if missed: pytest.xfail(f"issue 18's targets {LEARNING_TARGETS} missed: {'; '.join(missed)}")
+
+
+@pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the longer demo (about 12 minutes): set STYLEGAN_V_SLOW=1')
+def test_longer_demo_meets_the_learning_targets(tmp_path):
+    """`stylegan-v demo kimg=108 ema_kimg=8` (`LONGER_DEMO`) meets issue 18's targets: measured at 2.6x the floor,
+    motion ratio 1.29, edges 1.00 (nbs/09_demo.ipynb 'Choosing the route', fourth round)."""
+    from stylegan_v.demo import DemoConfig, LONGER_DEMO, meets_targets, run_demo
+    s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo'), **LONGER_DEMO), log=lambda *a: None)
+    e = s['evidence']['trained']
+    assert not meets_targets(e), (meets_targets(e), e)
