@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import typing
 from pathlib import Path
 
@@ -26,8 +29,9 @@ import stylegan_v.checkpoints, stylegan_v.data.dataset, stylegan_v.metrics.detec
 # %% auto #0
 __all__ = ['INJECTED_HEADER', 'RESUME_KEYWORDS', 'SWEEP_DECIDES', 'SWEEP_FILE', 'template_path', 'assigned_names',
            'unknown_parameters', 'check_parameters', 'absolute_paths', 'NotebookFailed', 'NotebookUserError',
-           'user_error_names', 'failure_line', 'run_template', 'split_values', 'sweep_runs', 'run_names', 'new_sweep',
-           'save_sweep', 'open_sweep', 'run_config_of', 'run_sweep', 'sbatch_script', 'sbatch_commands', 'cli_main']
+           'user_error_names', 'failure_line', 'CtrlCToKernel', 'run_template', 'split_values', 'sweep_runs',
+           'run_names', 'new_sweep', 'save_sweep', 'open_sweep', 'run_config_of', 'run_sweep', 'sbatch_script',
+           'sbatch_commands', 'cli_main']
 
 # %% ../nbs/06d_notebooks.ipynb #05fb3b44
 def template_path(name: str) -> Path:
@@ -102,6 +106,40 @@ def failure_line(template: str, error, out_path: str | os.PathLike) -> str:
     evalue = ' '.join(str(error.evalue).split())
     return f"{template} failed in cell [{error.exec_count}] `{first}`: {error.ename}: {evalue} (open {out_path})"
 
+# %% ../nbs/06d_notebooks.ipynb #1e5db1f8
+class CtrlCToKernel:
+    """Context for executing a notebook: Ctrl-C goes on to its kernel (a second one stops the caller at once).
+
+    jupyter_client starts a kernel in its own session, so a Ctrl-C in the terminal reaches only this process, where
+    papermill waits on the kernel inside an event loop that may swallow the KeyboardInterrupt. This handler sends
+    SIGINT to the kernels started meanwhile instead (training snapshots and stops, see `stylegan_v.loop`) and sets
+    `pressed`; the caller raises KeyboardInterrupt once papermill returns."""
+    def __init__(self):
+        from jupyter_client.manager import AsyncKernelManager
+        self.pressed, self.kernels, self._old = False, [], None
+        kernels = self.kernels
+        class Manager(AsyncKernelManager):  # nbclient's default manager, remembering itself for the handler
+            def __init__(self, **kw): super().__init__(**kw); kernels.append(self)
+        self.manager_class = Manager
+
+    def _pids(self) -> list[int]:
+        return [p.pid for km in self.kernels if (p := getattr(getattr(km, 'provisioner', None), 'process', None)) is not None]
+
+    def _handle(self, signum, frame):
+        pids = self._pids()
+        if self.pressed or not pids: raise KeyboardInterrupt  # no kernel running yet, or the second Ctrl-C
+        self.pressed = True
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGINT)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None: signal.signal(signal.SIGINT, self._old)
+
 # %% ../nbs/06d_notebooks.ipynb #6c488988
 def run_template(template: str | os.PathLike, out_path: str | os.PathLike, parameters: dict,
                  cwd: str | os.PathLike | None = None) -> Path:
@@ -110,13 +148,16 @@ def run_template(template: str | os.PathLike, out_path: str | os.PathLike, param
     named = isinstance(template, str) and not template.endswith('.ipynb')
     path = template_path(template) if named else Path(template)
     out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(str(path), str(out_path), parameters=parameters, kernel_name='python3',
-                                   progress_bar=False, cwd=str(cwd or os.getcwd()),
-                                   extra_arguments=['--IPKernelApp.log_level=ERROR'])  # not the kernel's start-up warnings
-    except papermill.PapermillExecutionError as e:
-        shown = f'nbs/runs/{template}.ipynb' if named else str(path)
-        raise (NotebookUserError if e.ename in user_error_names() else NotebookFailed)(failure_line(shown, e, out_path)) from None
+    with CtrlCToKernel() as ctrl_c:
+        try:
+            papermill.execute_notebook(str(path), str(out_path), parameters=parameters, kernel_name='python3',
+                                       progress_bar=False, cwd=str(cwd or os.getcwd()), kernel_manager_class=ctrl_c.manager_class,
+                                       extra_arguments=['--IPKernelApp.log_level=ERROR'])  # not the kernel's start-up warnings
+        except papermill.PapermillExecutionError as e:
+            if ctrl_c.pressed: raise KeyboardInterrupt(f"interrupted; the notebook so far is {out_path}") from None
+            shown = f'nbs/runs/{template}.ipynb' if named else str(path)
+            raise (NotebookUserError if e.ename in user_error_names() else NotebookFailed)(failure_line(shown, e, out_path)) from None
+    if ctrl_c.pressed: raise KeyboardInterrupt(f"interrupted after {out_path} was written")  # it ended as the key was pressed
     return out_path
 
 # %% ../nbs/06d_notebooks.ipynb #7e247720
