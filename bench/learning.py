@@ -114,6 +114,7 @@ def replot(paths, out, x='step'):
     for p in paths:
         rows = [json.loads(l) for l in Path(p).read_text().splitlines() if l.strip()]
         runs[rows[0]['label']] = rows
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     plot(runs, out, x)
     print(f"wrote {out}")
 

@@ -130,12 +130,12 @@ def write_synthetic_dataset(target: str | os.PathLike, num_videos: int = 32, num
     return Path(target)
 
 def default_synthetic_dataset(num_videos: int = 32, num_frames: int = 32, resolution: int = 64, seed: int = 0,
-                              root: str | os.PathLike | None = None, **style) -> Path:
-    "Path of the built-in dataset zip in the cache directory (`root` or `cache_dir()/data`), written on first use (`style`: see `video_recipe`)."
+                              root: str | os.PathLike | None = None, progress: bool = False, **style) -> Path:
+    "Path of the built-in dataset zip in the cache directory (`root` or `cache_dir()/data`), written on first use (`style`: see `video_recipe`; `progress`: a bar while writing)."
     check_style(**style)
     root = Path(root) if root is not None else cache_dir() / 'data'
     tag = ''.join(f'_{k}{v:g}' for k, v in sorted(style.items()))  # a restyled dataset is another file
     path = root / f'synthetic_{num_videos}x{num_frames}_{resolution}px_seed{seed}{tag}.zip'
     if not path.exists():
-        write_synthetic_dataset(path, num_videos, num_frames, resolution, seed, labels=True, progress=False, **style)
+        write_synthetic_dataset(path, num_videos, num_frames, resolution, seed, labels=True, progress=progress, **style)
     return path
