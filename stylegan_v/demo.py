@@ -34,8 +34,8 @@ from .train import demo_train_config, plot_training, train
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
-           'clip_features', 'frame_change', 'edge_energy', 'LearningProbe', 'meets_targets', 'render_samples',
-           'render_decomposition', 'run_demo', 'cli_main']
+           'clip_features', 'edge_maps', 'outline_features', 'frame_change', 'edge_energy', 'LearningProbe',
+           'meets_targets', 'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -167,13 +167,23 @@ def _fresh_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d2
-def clip_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch.Tensor:
-    "Clips `[N, F, C, H, W]` in [-1, 1] -> fixed features `[N, dim]`: 8x8-pooled frames and their differences, randomly projected."
+def clip_features(clips: torch.Tensor, dim: int = 64, seed: int = 0, pool: int = 8) -> torch.Tensor:
+    "Clips `[N, F, C, H, W]` in [-1, 1] -> fixed features `[N, dim]`: `pool`x`pool`-pooled frames and their differences, randomly projected."
     N, F = clips.shape[:2]
-    pooled = torch.nn.functional.adaptive_avg_pool2d(clips.flatten(0, 1).float(), 8).reshape(N, F, -1)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(clips.flatten(0, 1).float(), pool).reshape(N, F, -1)
     x = torch.cat([pooled.flatten(1), (pooled[:, 1:] - pooled[:, :-1]).flatten(1) * 4], dim=1)
     proj = torch.randn(x.shape[1], dim, generator=torch.Generator().manual_seed(seed)) / math.sqrt(x.shape[1])
     return x @ proj
+
+def edge_maps(clips: torch.Tensor) -> torch.Tensor:
+    "Image-gradient magnitude of the frames of `[..., C, H, W]` (forward differences, RMS over channels): `[..., 1, H, W]`."
+    pad = torch.nn.functional.pad
+    dx, dy = pad(clips[..., :, 1:] - clips[..., :, :-1], (0, 1)), pad(clips[..., 1:, :] - clips[..., :-1, :], (0, 0, 0, 1))
+    return (dx.square() + dy.square()).mean(-3, keepdim=True).sqrt()
+
+def outline_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch.Tensor:
+    "Clips `[N, F, C, H, W]` -> fixed features of their outlines: `clip_features` of the frames' edge maps at 16x16."
+    return clip_features(edge_maps(clips), dim, seed, pool=16)
 
 def frame_change(clips: torch.Tensor) -> float:
     "Mean |difference| between consecutive frames of clips `[N, F, C, H, W]`."
@@ -201,6 +211,8 @@ class LearningProbe:
         self.seed, self.batch, self.real_moments = seed, batch, _moments(clip_features(self.real))
         self.floor = float(frechet_distance(*_moments(clip_features(other)), *self.real_moments))
         self.motion_real, self.edge_real = frame_change(self.real), edge_energy(self.real)
+        self.outline_moments = _moments(outline_features(self.real))
+        self.outline_floor = float(frechet_distance(*_moments(outline_features(other)), *self.outline_moments))
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d5
 @patch
@@ -219,12 +231,14 @@ def fake_clips(self: LearningProbe, G) -> torch.Tensor:
 
 @patch
 def __call__(self: LearningProbe, G) -> dict:
-    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real)."
+    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), and the outline distance."
     fake = self.fake_clips(G)
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
+    outline = float(frechet_distance(*_moments(outline_features(fake)), *self.outline_moments))
     mf, ef = frame_change(fake), edge_energy(fake)
     return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
-            'motion_ratio': mf / self.motion_real, 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ef / self.edge_real}
+            'motion_ratio': mf / self.motion_real, 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ef / self.edge_real,
+            'outline_frechet': outline, 'outline_floor': self.outline_floor}
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
 LEARNING_TARGETS = {'frechet_over_floor': 3.0, 'motion_ratio': (0.75, 1.33), 'edge_ratio': (0.7, 1.4)}
@@ -294,6 +308,9 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         log(f"[3/6] learned: Fréchet distance to real clips {i['frechet']:.2f} -> {e['frechet']:.2f} (floor, real vs real: "
             f"{e['floor']:.2f}); |frame change| fake/real {i['motion_ratio']:.2f} -> {e['motion_ratio']:.2f}; edge energy "
             f"fake/real {i['edge_ratio']:.2f} -> {e['edge_ratio']:.2f}")
+        log(f"      outline distance (edge maps at 16x16; not a target, it sees shapes that the 8x8 features cannot) "
+            f"{i['outline_frechet']:.2f} -> {e['outline_frechet']:.2f} ({e['outline_frechet'] / e['outline_floor']:.1f} x its floor "
+            f"{e['outline_floor']:.2f})")
         missed = meets_targets(e)
         log(f"      learning targets: {'all met' if not missed else 'missed: ' + '; '.join(missed)}")
     else: log("[3/6] learning measurement skipped (evidence_clips=0)")
