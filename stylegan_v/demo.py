@@ -52,13 +52,14 @@ class DemoConfig(Config):
     aug: str = 'noaug'            # 'noaug' or 'ada' (adaptive augmentation, for long runs)
     dtype: str = 'auto'           # 'fp32', 'bf16' (autocast) or 'auto' (see `demo_dtype`)
     mapping_layers: int = 2       # depth of G's mapping network
+    w_dim: int | None = None      # width of G's latent codes z and w; None: the network's width (`channels`, at least 16)
     num_videos: int = 2048        # videos in the built-in dataset (fewer: D memorises them, see 'Choosing the route')
     num_frames: int = 32          # frames per dataset video
     spans: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 16])  # spans (last minus first frame) of D's 3-frame training clips
-    max_shapes: int = 2           # the built-in data's style (`stylegan_v.data.synthetic.video_recipe`): at most this many shapes,
+    max_shapes: int = 2           # the built-in data's style (`stylegan_v.data.synthetic.video_recipe`): at most this many shapes
     texture: float = 0.3          # background texture amplitude (times the default's)
     speed: float = 1.0            # shape speed (times the default's)
-    scale: float = 2.0            # shape size (times the default's)
+    scale: float = 2.0            # shape size (times the default's; 3 is the largest)
     sample_videos: int = 4        # videos in the sample grid (and the decomposition is sample_videos x sample_videos)
     sample_frames: int = 48       # frames rendered per sample video (past the dataset's length on purpose)
     strip_frames: int = 8         # frames per video in the PNG frame strip
@@ -122,6 +123,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     if not cfg.kimg > 0: raise UsageError(f"kimg: expected a positive training length (thousands of frames), got {cfg.kimg}")
     if not cfg.lr > 0 or not cfg.ema_kimg > 0 or not cfg.r1_gamma >= 0:
         raise UsageError(f"lr, ema_kimg: expected > 0 and r1_gamma >= 0, got {cfg.lr}, {cfg.ema_kimg}, {cfg.r1_gamma}")
+    if cfg.w_dim is not None and cfg.w_dim < 1: raise UsageError(f"w_dim: expected a positive integer or None, got {cfg.w_dim}")
     if cfg.aug not in ('noaug', 'ada'): raise UsageError(f"aug: expected noaug or ada, got {cfg.aug!r}")
     demo_dtype(cfg.dtype)
     try: check_style(**cfg.style)
@@ -152,7 +154,8 @@ def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
                         f'model.mbstd_group_size={min(4, cfg.batch_size)}', f'train.grid_videos={cfg.sample_videos}',
                         f'train.lr={cfg.lr}', f'train.r1_gamma={cfg.r1_gamma}', f'train.ema_kimg={cfg.ema_kimg}',
                         f'train.aug={cfg.aug}', f'train.dtype={demo_dtype(cfg.dtype)}', f'model.mapping_layers={cfg.mapping_layers}',
-                        f'sampling.total_dists={list(cfg.spans)}'])
+                        f'sampling.total_dists={list(cfg.spans)}']
+                       + ([f'model.w_dim={cfg.w_dim}', f'model.z_dim={cfg.w_dim}'] if cfg.w_dim is not None else []))
 
 def probe_dataset(rc: RunConfig) -> VideoDataset:
     "The run's videos as `LearningProbe` reads them: with the original's default clip spans, whatever spans the run trains on."

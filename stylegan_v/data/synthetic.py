@@ -38,8 +38,8 @@ def _hsv_to_rgb(h, s, v):
 
 def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0, scale: float = 1.0) -> None:
     "Raise a one-line `ValueError` for a dataset style the recipe cannot draw."
-    if not isinstance(max_shapes, (int, np.integer)) or max_shapes < 2:
-        raise ValueError(f"max_shapes must be an integer >= 2 (class 2 has a disc and a square), got {max_shapes!r}")
+    if not isinstance(max_shapes, (int, np.integer)) or max_shapes < 1:
+        raise ValueError(f"max_shapes must be an integer >= 1, got {max_shapes!r}")
     for v, what in ((texture, 'texture'), (speed, 'speed')):
         if not isinstance(v, (int, float, np.number)) or not v >= 0: raise ValueError(f"{what} must be a number >= 0, got {v!r}")
     if not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 3:  # 3 x the largest size is half the frame
@@ -50,8 +50,10 @@ def video_recipe(seed: int | Sequence[int], label: int | None = None, max_shapes
     "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture`, `speed` and `scale` set the style."
     check_style(max_shapes, texture, speed, scale)
     rng = np.random.default_rng(seed)
-    label = int(rng.integers(NUM_CLASSES)) if label is None else int(label)
-    if label not in range(NUM_CLASSES): raise ValueError(f"label must be in 0..{NUM_CLASSES - 1}, got {label}")
+    classes = NUM_CLASSES if max_shapes >= 2 else 2  # one shape a video: no class 2 (a disc and a square)
+    label = int(rng.integers(classes)) if label is None else int(label)
+    if label not in range(classes):
+        raise ValueError(f"label must be in 0..{classes - 1}" + (" with max_shapes=1" if classes < NUM_CLASSES else "") + f", got {label}")
     n = int(rng.integers(1, max_shapes + 1)) if label < 2 else int(rng.integers(2, max_shapes + 1))
     kinds = np.full(n, label) if label < 2 else np.concatenate([[0, 1], rng.integers(0, 2, n - 2)])
     size = rng.uniform(0.07, 0.16, n) * scale  # disc radius / square half-diagonal, in frame widths
