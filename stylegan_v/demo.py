@@ -53,6 +53,7 @@ class DemoConfig(Config):
     dtype: str = 'auto'           # 'fp32', 'bf16' (autocast) or 'auto' (see `demo_dtype`)
     mapping_layers: int = 2       # depth of G's mapping network
     w_dim: int | None = None      # width of G's latent codes z and w; None: the network's width (`channels`, at least 16)
+    time_period: int = 8          # G's shortest time-encoding period and its motion codes' spacing, in frames (`model.time_enc_min_period_len`)
     num_videos: int = 2048        # videos in the built-in dataset (fewer: D memorises them, see 'Choosing the route')
     num_frames: int = 32          # frames per dataset video
     spans: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 16])  # spans (last minus first frame) of D's 3-frame training clips
@@ -118,7 +119,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     r = cfg.resolution
     if r < 8 or r > 1024 or r & (r - 1): raise UsageError(f"resolution: expected a power of two in [8, 1024], got {r}")
     for name in ('channels', 'num_videos', 'batch_size', 'sample_videos', 'sample_frames', 'strip_frames', 'strip_scale', 'fps',
-                 'mapping_layers'):
+                 'mapping_layers', 'time_period'):
         if getattr(cfg, name) < 1: raise UsageError(f"{name}: expected a positive integer, got {getattr(cfg, name)}")
     if not cfg.kimg > 0: raise UsageError(f"kimg: expected a positive training length (thousands of frames), got {cfg.kimg}")
     if not cfg.lr > 0 or not cfg.ema_kimg > 0 or not cfg.r1_gamma >= 0:
@@ -154,7 +155,7 @@ def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
                         f'model.mbstd_group_size={min(4, cfg.batch_size)}', f'train.grid_videos={cfg.sample_videos}',
                         f'train.lr={cfg.lr}', f'train.r1_gamma={cfg.r1_gamma}', f'train.ema_kimg={cfg.ema_kimg}',
                         f'train.aug={cfg.aug}', f'train.dtype={demo_dtype(cfg.dtype)}', f'model.mapping_layers={cfg.mapping_layers}',
-                        f'sampling.total_dists={list(cfg.spans)}']
+                        f'model.time_enc_min_period_len={cfg.time_period}', f'sampling.total_dists={list(cfg.spans)}']
                        + ([f'model.w_dim={cfg.w_dim}', f'model.z_dim={cfg.w_dim}'] if cfg.w_dim is not None else []))
 
 def probe_dataset(rc: RunConfig) -> VideoDataset:
