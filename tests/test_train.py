@@ -354,7 +354,8 @@ def test_a_snapshot_of_an_older_version_resumes_by_its_plan():
     from stylegan_v.demo import DemoConfig, demo_run_config
     plan = json.loads((REPO / 'tests' / 'fixtures' / 'legacy_demo_plan.json').read_text())
     from stylegan_v.config import POWERS_OF_TWO
-    old_demo = DemoConfig(lr=0.005, r1_gamma=0.1, spans=list(POWERS_OF_TWO), ema_kimg=1.0)   # the demo's defaults when the plan was written
+    old_demo = DemoConfig(lr=0.005, r1_gamma=0.1, spans=list(POWERS_OF_TWO), ema_kimg=1.0,   # the demo's defaults when the plan was written
+                          mapping_layers=2, w_dim=None, time_period=8)
     rc = demo_run_config(old_demo, plan['data']).resolved()
     check_resume_compatible(*snapshot_settings({'plan': plan}, rc), 'old')            # the same run: nothing differs
     with pytest.raises(Exception, match='differ in G, train.lr'):                     # G's widths and a rate changed: refused
