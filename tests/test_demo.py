@@ -99,3 +99,29 @@ def test_demo_meets_the_learning_targets(tmp_path, longer):
     s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo'), **(LONGER_DEMO if longer else {})), log=lambda *a: None)
     e = s['evidence']['trained']
     assert not meets_targets(e), (meets_targets(e), e)
+
+
+def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
+    "`bench/learning.py` (issue 18's learning curves) at a toy size: a table row per measurement, JSON lines, a plot, and --replot."
+    from PIL import Image
+    bench = Path(__file__).resolve().parents[1] / 'bench' / 'learning.py'
+    out = tmp_path / 'learning'
+    toy = ['resolution=16', 'channels=16', 'num_videos=4', 'num_frames=16', 'w_dim=16', 'mapping_layers=2']
+    r = subprocess.run([sys.executable, str(bench), '--steps', '4', '--every', '2', '--clips', '16',
+                        '--threads', '1', '--out', str(out), '--label', 'toy', *toy], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    head = next(i for i, l in enumerate(lines) if l.split()[:5] == ['step', 'min', 'cpu_s', 'FD', 'FD/floor'])
+    assert [int(l.split()[0]) for l in lines[head + 1:head + 4]] == [0, 2, 4]
+    rows = [json.loads(l) for l in (out / 'learning_toy.jsonl').read_text().splitlines()]
+    assert [row['step'] for row in rows] == [0, 2, 4]
+    for row in rows:
+        assert row['floor'] > 0 and row['frechet'] > 0 and row['motion_ratio'] > 0 and row['edge_ratio'] > 0 and row['rss_gb'] > 0
+    assert rows[0]['cpu_s'] == 0 and rows[-1]['cpu_s'] > 0
+    assert Image.open(out / 'learning_toy.png').size[0] > 500
+    r = subprocess.run([sys.executable, str(bench), '--replot', str(out / 'learning_toy.jsonl'), '--out', str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (out / 'learning_compare.png').is_file(), r.stderr[-2000:]
+    r = subprocess.run([sys.executable, str(bench), '--steps', '1', '--out', str(out), 'kimg=0'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and 'kimg: expected a positive' in r.stderr
