@@ -34,8 +34,8 @@ from .train import demo_train_config, plot_training, train
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
-           'clip_features', 'edge_maps', 'outline_features', 'frame_change', 'edge_energy', 'LearningProbe',
-           'meets_targets', 'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
+           'clip_features', 'edge_maps', 'outline_features', 'shape_change', 'frame_change', 'edge_energy',
+           'LearningProbe', 'meets_targets', 'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -189,6 +189,24 @@ def outline_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch
     "Clips `[N, F, C, H, W]` -> fixed features of their outlines: `clip_features` of the frames' edge maps at 16x16."
     return clip_features(edge_maps(clips), dim, seed, pool=16)
 
+def shape_change(clips: torch.Tensor, keep: float = 0.1, chunk: int = 64) -> float:
+    """How much the outlines of clips `[N, F, C, H, W]` change from frame to frame once their shift is taken out, in [0, 1]:
+    each frame's strongest `keep` of edge-map pixels, each consecutive pair aligned by the integer (circular) shift that
+    correlates them best, then the sum of |difference| over the sum of both; the mean over pairs. 0: a rigid glide."""
+    changes = []
+    for part in clips.split(chunk):                                                       # `chunk` clips at a time: little memory
+        E = edge_maps(part)[..., 0, :, :].double()                                        # [n, F, H, W]
+        E = E * (E >= torch.quantile(E.flatten(2), 1 - keep, dim=2)[..., None, None])
+        a, b = E[:, :-1], E[:, 1:]
+        H, W = E.shape[-2:]
+        corr = torch.fft.irfft2(torch.fft.rfft2(b) * torch.fft.rfft2(a).conj(), s=(H, W))  # corr[s] = sum_x b(x) a(x - s)
+        best = corr.flatten(2).argmax(2)
+        rows = (torch.arange(H)[:, None] - (best // W)[..., None, None]) % H
+        cols = (torch.arange(W)[None, :] - (best % W)[..., None, None]) % W
+        shifted = a.gather(-2, rows.expand(*a.shape)).gather(-1, cols.expand(*a.shape))   # a rolled by the best shift
+        changes.append((b - shifted).abs().sum((-2, -1)) / (a.sum((-2, -1)) + b.sum((-2, -1))).clamp_min(1e-12))
+    return float(torch.cat(changes).mean())
+
 def frame_change(clips: torch.Tensor) -> float:
     "Mean |difference| between consecutive frames of clips `[N, F, C, H, W]`."
     return float((clips[:, 1:] - clips[:, :-1]).abs().mean())
@@ -217,6 +235,7 @@ class LearningProbe:
         self.motion_real, self.edge_real = frame_change(self.real), edge_energy(self.real)
         self.outline_moments = _moments(outline_features(self.real))
         self.outline_floor = float(frechet_distance(*_moments(outline_features(other)), *self.outline_moments))
+        self.shape_real, self.shape_other = shape_change(self.real), shape_change(other)
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d5
 @patch
@@ -235,14 +254,15 @@ def fake_clips(self: LearningProbe, G) -> torch.Tensor:
 
 @patch
 def __call__(self: LearningProbe, G) -> dict:
-    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), and the outline distance."
+    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance and the shape change."
     fake = self.fake_clips(G)
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
     outline = float(frechet_distance(*_moments(outline_features(fake)), *self.outline_moments))
-    mf, ef = frame_change(fake), edge_energy(fake)
+    mf, ef, sf = frame_change(fake), edge_energy(fake), shape_change(fake)
     return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
             'motion_ratio': mf / self.motion_real, 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ef / self.edge_real,
-            'outline_frechet': outline, 'outline_floor': self.outline_floor}
+            'outline_frechet': outline, 'outline_floor': self.outline_floor,
+            'shape_fake': sf, 'shape_real': self.shape_real, 'shape_ratio': sf / self.shape_real, 'shape_ratio_floor': self.shape_other / self.shape_real}
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
 LEARNING_TARGETS = {'frechet_over_floor': 3.0, 'motion_ratio': (0.75, 1.33), 'edge_ratio': (0.7, 1.4)}
@@ -314,6 +334,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             f"fake/real {i['edge_ratio']:.2f} -> {e['edge_ratio']:.2f}")
         log(f"      outline distance (edge maps at 16x16; not a target, for comparing trained models: see 'Is it learning?') "
             f"{e['outline_frechet']:.2f}, {e['outline_frechet'] / e['outline_floor']:.1f} x its floor {e['outline_floor']:.2f}")
+        log(f"      shape change between frames once the shift is taken out (0: rigid; not a target) fake/real "
+            f"{e['shape_ratio']:.2f} (real vs other real clips: {e['shape_ratio_floor']:.2f})")
         missed = meets_targets(e)
         log(f"      learning targets: {'all met' if not missed else 'missed: ' + '; '.join(missed)}")
     else: log("[3/6] learning measurement skipped (evidence_clips=0)")

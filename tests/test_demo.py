@@ -117,6 +117,8 @@ def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
     assert [row['step'] for row in rows] == [0, 2, 4]
     for row in rows:
         assert row['floor'] > 0 and row['frechet'] > 0 and row['motion_ratio'] > 0 and row['edge_ratio'] > 0 and row['rss_gb'] > 0
+        assert row['shape_ratio'] > 0 and row['shape_ratio_floor'] > 0
+    assert lines[head].split()[-2:] == ['shape', 'rss_GB']
     assert rows[0]['cpu_s'] == 0 and rows[-1]['cpu_s'] > 0
     assert Image.open(out / 'learning_toy.png').size[0] > 500
     r = subprocess.run([sys.executable, str(bench), '--replot', str(out / 'learning_toy.jsonl'), '--out', str(out)],
