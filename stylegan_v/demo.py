@@ -21,11 +21,11 @@ from .config import RunConfig, SamplingConfig, model_preset
 from .cliutils import add_force, add_outdir, add_overrides, command_parser, run_command
 from .data.layout import encode_frame
 from .data.video import write_video
-from .data.synthetic import check_style, default_synthetic_dataset
+from .data.synthetic import check_style, default_synthetic_dataset, style_classes
 from .data.sampling import random_min_len
 from .data.dataset import VideoDataset
 from . import checkpoints
-from .generate import decomposition_seeds, videos_array, video_grid, generate
+from .generate import class_labels, decomposition_seeds, videos_array, video_grid, generate
 from .metrics.stats import frechet_distance
 from .runs import RUN_FILE, find_snapshots
 from .trainer import ClipStream, Trainer, counter_seed, open_training_dataset
@@ -35,7 +35,8 @@ from .train import demo_train_config, plot_training, train
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
            'clip_features', 'edge_maps', 'outline_features', 'shape_change', 'frame_change', 'edge_energy',
-           'LearningProbe', 'meets_targets', 'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
+           'LearningProbe', 'meets_targets', 'sample_classes', 'render_samples', 'render_decomposition', 'run_demo',
+           'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class DemoConfig(Config):
     mapping_layers: int = 8       # depth of G's mapping network
     w_dim: int | None = 128       # width of G's latent codes z and w; None: the network's width (`channels`, at least 16)
     time_period: int = 16         # G's shortest time-encoding period and its motion codes' spacing, in frames (`model.time_enc_min_period_len`)
+    labels: bool = False          # condition G and D on each video's label (disc or square; 'Choosing the route', ninth round): samples show each class
     num_videos: int = 2048        # videos in the built-in dataset (fewer: D memorises them, see 'Choosing the route')
     num_frames: int = 32          # frames per dataset video
     spans: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 16])  # spans (last minus first frame) of D's 3-frame training clips
@@ -156,7 +158,8 @@ def demo_run_config(cfg: DemoConfig, data) -> RunConfig:
                         f'train.lr={cfg.lr}', f'train.r1_gamma={cfg.r1_gamma}', f'train.ema_kimg={cfg.ema_kimg}',
                         f'train.aug={cfg.aug}', f'train.dtype={demo_dtype(cfg.dtype)}', f'model.mapping_layers={cfg.mapping_layers}',
                         f'model.time_enc_min_period_len={cfg.time_period}', f'sampling.total_dists={list(cfg.spans)}']
-                       + ([f'model.w_dim={cfg.w_dim}', f'model.z_dim={cfg.w_dim}'] if cfg.w_dim is not None else []))
+                       + ([f'model.w_dim={cfg.w_dim}', f'model.z_dim={cfg.w_dim}'] if cfg.w_dim is not None else [])
+                       + (['data.labels=true', f'data.c_dim={style_classes(cfg.max_shapes)}'] if cfg.labels else []))
 
 def probe_dataset(rc: RunConfig) -> VideoDataset:
     "The run's videos as `LearningProbe` reads them: with the original's default clip spans, whatever spans the run trains on."
@@ -279,9 +282,16 @@ def meets_targets(ev: dict, targets: dict = LEARNING_TARGETS) -> list[str]:
     return missed
 
 # %% ../nbs/09_demo.ipynb #cc10ecca
+def sample_classes(G, n: int) -> list:
+    "The class of each of `n` sample videos: None for an unconditional G, else the classes in equal runs (0, 0, 1, 1 for 4 of 2)."
+    return [None] * n if G.c_dim == 0 else [i * G.c_dim // n for i in range(n)]
+
 def render_samples(G, cfg: DemoConfig, stem: Path) -> tuple[Path, Path, Path]:
-    "Render `cfg.sample_videos` videos (seeds 0..n-1) of `cfg.sample_frames` frames: `<stem>.mp4` and `.gif` grids, `<stem>.png` strip."
-    videos = videos_array(G, range(cfg.sample_videos), cfg.sample_frames)        # [N, T, H, W, 3]
+    "Render `cfg.sample_videos` videos (seeds 0..n-1; each class in turn if G is conditional) of `cfg.sample_frames` frames: `<stem>.mp4` and `.gif` grids, `<stem>.png` strip."
+    classes = sample_classes(G, cfg.sample_videos)
+    videos = np.concatenate([videos_array(G, [s for s in range(cfg.sample_videos) if classes[s] == k], cfg.sample_frames, class_idx=k)
+                             for k in dict.fromkeys(classes)])                   # [N, T, H, W, 3], seeds in order
+
     grid = video_grid(videos, ncols=cfg.sample_videos, pad=2)
     mp4 = write_video(stem.with_suffix('.mp4'), grid, fps=cfg.fps)
     gif = write_gif(stem.with_suffix('.gif'), grid, fps=cfg.fps, scale=cfg.strip_scale)
@@ -290,12 +300,12 @@ def render_samples(G, cfg: DemoConfig, stem: Path) -> tuple[Path, Path, Path]:
     return mp4, gif, png
 
 def render_decomposition(G, cfg: DemoConfig, outdir: Path) -> tuple[Path, Path]:
-    "The n x n content/motion decomposition of seeds 0..n-1 (`stylegan_v.generate`, layout 'decomposition'): mp4 and GIF."
-    seeds = list(range(cfg.sample_videos))
+    "The n x n content/motion decomposition of seeds 0..n-1 (`stylegan_v.generate`, layout 'decomposition'; a conditional G's last class): mp4 and GIF."
+    seeds, k = list(range(cfg.sample_videos)), (G.c_dim - 1 if G.c_dim else None)   # conditional: the last class (squares, one shape a video)
     rec = generate(G, outdir, seeds=seeds, num_frames=cfg.sample_frames, layout='decomposition',
-                   fps=cfg.fps, force=True, progress=False)
+                   fps=cfg.fps, force=True, progress=False, class_idx=k)
     content, motion = decomposition_seeds(seeds)
-    grid = video_grid(videos_array(G, content, cfg.sample_frames, motion_seeds=motion), ncols=len(seeds), pad=2)
+    grid = video_grid(videos_array(G, content, cfg.sample_frames, motion_seeds=motion, class_idx=k), ncols=len(seeds), pad=2)
     gif = write_gif(Path(outdir) / 'decomposition.gif', grid, fps=cfg.fps, scale=cfg.strip_scale)
     return Path(outdir) / rec['outputs'][0], gif
 
@@ -345,7 +355,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     G2 = checkpoints.load(ckpt).eval()
     with torch.no_grad():  # same content, same motion noise, same times -> the same frames, bit for bit
         t = torch.tensor([0., 1.5, 7.])
-        same = torch.equal(*[g.render(g.sample_content(2, seed=1), g.sample_motion(2, seed=1), t) for g in (G, G2)])
+        c = class_labels(G, G.c_dim - 1 if G.c_dim else None, 2)            # a conditional G: its last class
+        same = torch.equal(*[g.render(g.sample_content(2, c, seed=1), g.sample_motion(2, seed=1), t, c) for g in (G, G2)])
     if not same: raise RuntimeError(f"{ckpt}: reloaded generator does not reproduce the saved one bit-exactly")
     files['checkpoint'] = str(ckpt)
     log(f"[4/6] checkpoint (trained G_ema + D): {ckpt} ({ckpt.stat().st_size/1e6:.1f} MB), reload bit-exact")

@@ -16,8 +16,8 @@ from ..core import cache_dir
 from .layout import DatasetWriter
 
 # %% auto #0
-__all__ = ['NUM_CLASSES', 'bounce', 'check_style', 'video_recipe', 'render_frames', 'synthetic_video', 'write_synthetic_dataset',
-           'default_synthetic_dataset']
+__all__ = ['NUM_CLASSES', 'bounce', 'check_style', 'style_classes', 'video_recipe', 'render_frames', 'synthetic_video',
+           'write_synthetic_dataset', 'default_synthetic_dataset']
 
 # %% ../../nbs/03d_data.synthetic.ipynb #467df83e
 def bounce(x: np.ndarray, lo: float | np.ndarray, hi: float | np.ndarray) -> np.ndarray:
@@ -45,12 +45,16 @@ def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0, s
     if not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 3:  # 3 x the largest size is half the frame
         raise ValueError(f"scale must be a number in (0, 3], got {scale!r}")
 
+def style_classes(max_shapes: int) -> int:
+    "How many labels the recipe draws with at most `max_shapes` shapes: one shape a video has no class 2 (a disc and a square)."
+    return NUM_CLASSES if max_shapes >= 2 else 2
+
 def video_recipe(seed: int | Sequence[int], label: int | None = None, max_shapes: int = 4, texture: float = 1.0,
                  speed: float = 1.0, scale: float = 1.0) -> dict:
     "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture`, `speed` and `scale` set the style."
     check_style(max_shapes, texture, speed, scale)
     rng = np.random.default_rng(seed)
-    classes = NUM_CLASSES if max_shapes >= 2 else 2  # one shape a video: no class 2 (a disc and a square)
+    classes = style_classes(max_shapes)
     label = int(rng.integers(classes)) if label is None else int(label)
     if label not in range(classes):
         raise ValueError(f"label must be in 0..{classes - 1}" + (" with max_shapes=1" if classes < NUM_CLASSES else "") + f", got {label}")
