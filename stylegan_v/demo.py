@@ -262,10 +262,11 @@ def __call__(self: LearningProbe, G) -> dict:
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
     outline = float(frechet_distance(*_moments(outline_features(fake)), *self.outline_moments))
     mf, ef, sf = frame_change(fake), edge_energy(fake), shape_change(fake)
+    ratio = lambda a, b: a / b if b else math.nan                       # still data (`speed=0`): no motion to compare with
     return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
-            'motion_ratio': mf / self.motion_real, 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ef / self.edge_real,
-            'outline_frechet': outline, 'outline_floor': self.outline_floor,
-            'shape_fake': sf, 'shape_real': self.shape_real, 'shape_ratio': sf / self.shape_real, 'shape_ratio_floor': self.shape_other / self.shape_real}
+            'motion_ratio': ratio(mf, self.motion_real), 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ratio(ef, self.edge_real),
+            'outline_frechet': outline, 'outline_floor': self.outline_floor, 'shape_fake': sf, 'shape_real': self.shape_real,
+            'shape_ratio': ratio(sf, self.shape_real), 'shape_ratio_floor': ratio(self.shape_other, self.shape_real)}
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
 LEARNING_TARGETS = {'frechet_over_floor': 3.0, 'motion_ratio': (0.75, 1.33), 'edge_ratio': (0.7, 1.4)}
