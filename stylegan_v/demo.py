@@ -35,8 +35,8 @@ from .train import demo_train_config, plot_training, train
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
            'clip_features', 'edge_maps', 'outline_features', 'shape_change', 'frame_change', 'edge_energy',
-           'LearningProbe', 'meets_targets', 'sample_classes', 'render_samples', 'render_decomposition', 'run_demo',
-           'cli_main']
+           'LearningProbe', 'meets_targets', 'sample_classes', 'last_class', 'render_samples', 'render_decomposition',
+           'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -287,6 +287,10 @@ def sample_classes(G, n: int) -> list:
     "The class of each of `n` sample videos: None for an unconditional G, else the classes in equal runs (0, 0, 1, 1 for 4 of 2)."
     return [None] * n if G.c_dim == 0 else [i * G.c_dim // n for i in range(n)]
 
+def last_class(G) -> int | None:
+    "The class the decomposition and the reload check render: None for an unconditional G, else its last (squares, one shape a video)."
+    return G.c_dim - 1 if G.c_dim else None
+
 def render_samples(G, cfg: DemoConfig, stem: Path) -> tuple[Path, Path, Path]:
     "Render `cfg.sample_videos` videos (seeds 0..n-1; each class in turn if G is conditional) of `cfg.sample_frames` frames: `<stem>.mp4` and `.gif` grids, `<stem>.png` strip."
     classes = sample_classes(G, cfg.sample_videos)
@@ -302,7 +306,7 @@ def render_samples(G, cfg: DemoConfig, stem: Path) -> tuple[Path, Path, Path]:
 
 def render_decomposition(G, cfg: DemoConfig, outdir: Path) -> tuple[Path, Path]:
     "The n x n content/motion decomposition of seeds 0..n-1 (`stylegan_v.generate`, layout 'decomposition'; a conditional G's last class): mp4 and GIF."
-    seeds, k = list(range(cfg.sample_videos)), (G.c_dim - 1 if G.c_dim else None)   # conditional: the last class (squares, one shape a video)
+    seeds, k = list(range(cfg.sample_videos)), last_class(G)
     rec = generate(G, outdir, seeds=seeds, num_frames=cfg.sample_frames, layout='decomposition',
                    fps=cfg.fps, force=True, progress=False, class_idx=k)
     content, motion = decomposition_seeds(seeds)
@@ -356,7 +360,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     G2 = checkpoints.load(ckpt).eval()
     with torch.no_grad():  # same content, same motion noise, same times -> the same frames, bit for bit
         t = torch.tensor([0., 1.5, 7.])
-        c = class_labels(G, G.c_dim - 1 if G.c_dim else None, 2)            # a conditional G: its last class
+        c = class_labels(G, last_class(G), 2)
         same = torch.equal(*[g.render(g.sample_content(2, c, seed=1), g.sample_motion(2, seed=1), t, c) for g in (G, G2)])
     if not same: raise RuntimeError(f"{ckpt}: reloaded generator does not reproduce the saved one bit-exactly")
     files['checkpoint'] = str(ckpt)
