@@ -63,6 +63,7 @@ class DemoConfig(Config):
     texture: float = 0.3          # background texture amplitude (times the default's)
     speed: float = 1.0            # shape speed (times the default's)
     scale: float = 3.0            # shape size (times the default's; 3 is the largest)
+    spin: float = 1.0             # squares' tilt and spin (times the default's; 0: upright squares that never turn)
     sample_videos: int = 4        # videos in the sample grid (and the decomposition is sample_videos x sample_videos)
     sample_frames: int = 48       # frames rendered per sample video (past the dataset's length on purpose)
     strip_frames: int = 8         # frames per video in the PNG frame strip
@@ -75,7 +76,7 @@ class DemoConfig(Config):
     @property
     def style(self) -> dict:
         "The built-in data's style fields, as `stylegan_v.data.synthetic.video_recipe` takes them (one list of them)."
-        return dict(max_shapes=self.max_shapes, texture=self.texture, speed=self.speed, scale=self.scale)
+        return dict(max_shapes=self.max_shapes, texture=self.texture, speed=self.speed, scale=self.scale, spin=self.spin)
 
 # %% ../nbs/09_demo.ipynb #d4c59113
 DEMO_MODEL = model_preset('small')   # 128 wide at 16 px, 32 at 64 px (config.MODEL_PRESETS)

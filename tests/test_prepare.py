@@ -311,6 +311,24 @@ def test_synthetic_is_deterministic(tmp_path):
         assert np.array_equal(videos[f'{i:06d}'], synthetic_video((7, i), 5, 24))
 
 
+def test_synthetic_style_at_the_cli(tmp_path, capsys):
+    style = dict(max_shapes=1, texture=0.3, scale=3.0, spin=0.0, speed=0.5)   # the demo's style, upright and slower
+    argv = ['synthetic', '-o', str(tmp_path / 'demo.zip'), '--num-videos', '3', '--num-frames', '4', '--resolution', '24',
+            '--max-shapes', '1', '--texture', '0.3', '--scale', '3', '--spin', '0', '--speed', '0.5']
+    assert cli_main(argv) == 0
+    videos = frames_of(tmp_path / 'demo.zip')
+    for i in range(3):
+        assert np.array_equal(videos[f'{i:06d}'], synthetic_video((0, i), 4, 24, **style))
+    assert not np.array_equal(videos['000000'], synthetic_video((0, 0), 4, 24))      # restyled, not the default scenes
+    from stylegan_v.cli import main
+    capsys.readouterr()                                                             # the progress bar of the good run
+    for flag, value, message in (('--scale', '4', 'scale must be a number in (0, 3]'), ('--spin', '-1', 'spin must be a number >= 0')):
+        assert main(['prepare', 'synthetic', '-o', str(tmp_path / 'bad.zip'), flag, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('stylegan-v prepare synthetic: error: ') and message in err[0], err
+        assert not (tmp_path / 'bad.zip').exists()
+
+
 def test_synthetic_video_content():
     video = synthetic_video(11, num_frames=24, resolution=48)
     assert video.shape == (24, 48, 48, 3) and video.dtype == np.uint8

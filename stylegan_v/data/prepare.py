@@ -26,7 +26,7 @@ from .layout import (FRAME_EXTS, DatasetError, DatasetLayout, DatasetWriter, che
                                     encode_frame, frame_ext, resize_then_crop)
 from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_video_frames, probe_video,
                                    write_video)
-from .synthetic import write_synthetic_dataset
+from .synthetic import check_style, write_synthetic_dataset
 
 # %% auto #0
 __all__ = ['PrepareError', 'video_to_dataset', 'list_videos', 'broken_report_path', 'videos_to_dataset', 'crop_dataset',
@@ -421,6 +421,13 @@ def _dataset_parsers(sub):
     p.add_argument('--resolution', type=positive_int, default=64, help='frame size (square)')
     p.add_argument('--seed', type=non_negative_int, default=0, help='dataset seed')
     p.add_argument('--labels', action='store_true', help='write dataset.json with a class per video')
+    style = p.add_argument_group('style', 'how the scenes look (data.synthetic.video_recipe; stylegan-v demo uses max_shapes 1, '
+                                 'texture 0.3, scale 3); the same seed gives the same scenes, restyled')
+    style.add_argument('--max-shapes', '--max_shapes', type=positive_int, default=4, help='at most this many shapes a video')
+    style.add_argument('--texture', type=float, default=1.0, help="background texture amplitude, times the default's")
+    style.add_argument('--speed', type=float, default=1.0, help="shape speed, times the default's")
+    style.add_argument('--scale', type=float, default=1.0, help="shape size, times the default's (at most 3)")
+    style.add_argument('--spin', type=float, default=1.0, help="squares' tilt and spin, times the default's (0: upright, never turning)")
     _output_args(p, exts=FRAME_EXTS + ('mp4',))
     p.set_defaults(ext='png')
 
@@ -456,8 +463,11 @@ def _run(args) -> int:
     elif args.mode == 'static':
         path = static_dataset(args.source, out, max_len=args.max_len, force_len=args.force_len, seed=args.seed, **common)
     elif args.mode == 'synthetic':
+        style = dict(max_shapes=args.max_shapes, texture=args.texture, speed=args.speed, scale=args.scale, spin=args.spin)
+        try: check_style(**style)
+        except ValueError as e: raise PrepareError(str(e)) from None  # a bad --scale etc. is the user's, not a bug
         path = write_synthetic_dataset(out, num_videos=args.num_videos, num_frames=args.num_frames, resolution=args.resolution,
-                                       seed=args.seed, labels=args.labels, ext=args.ext, quality=args.quality, **common)
+                                       seed=args.seed, labels=args.labels, ext=args.ext, quality=args.quality, **common, **style)
     if args.mode in ('crop', 'static', 'synthetic'): print(f"wrote {path}")
     return 0
 

@@ -36,11 +36,11 @@ def _hsv_to_rgb(h, s, v):
     table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
     return np.array([np.choose(i, [row[c] for row in table]) for c in range(3)]).T
 
-def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0, scale: float = 1.0) -> None:
+def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0, scale: float = 1.0, spin: float = 1.0) -> None:
     "Raise a one-line `ValueError` for a dataset style the recipe cannot draw."
     if not isinstance(max_shapes, (int, np.integer)) or max_shapes < 1:
         raise ValueError(f"max_shapes must be an integer >= 1, got {max_shapes!r}")
-    for v, what in ((texture, 'texture'), (speed, 'speed')):
+    for v, what in ((texture, 'texture'), (speed, 'speed'), (spin, 'spin')):
         if not isinstance(v, (int, float, np.number)) or not v >= 0: raise ValueError(f"{what} must be a number >= 0, got {v!r}")
     if not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 3:  # 3 x the largest size is half the frame
         raise ValueError(f"scale must be a number in (0, 3], got {scale!r}")
@@ -50,9 +50,9 @@ def style_classes(max_shapes: int) -> int:
     return NUM_CLASSES if max_shapes >= 2 else 2
 
 def video_recipe(seed: int | Sequence[int], label: int | None = None, max_shapes: int = 4, texture: float = 1.0,
-                 speed: float = 1.0, scale: float = 1.0) -> dict:
-    "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture`, `speed` and `scale` set the style."
-    check_style(max_shapes, texture, speed, scale)
+                 speed: float = 1.0, scale: float = 1.0, spin: float = 1.0) -> dict:
+    "Everything random about one synthetic video, drawn from `seed`; `max_shapes`, `texture`, `speed`, `scale` and `spin` set the style."
+    check_style(max_shapes, texture, speed, scale, spin)
     rng = np.random.default_rng(seed)
     classes = style_classes(max_shapes)
     label = int(rng.integers(classes)) if label is None else int(label)
@@ -71,7 +71,7 @@ def video_recipe(seed: int | Sequence[int], label: int | None = None, max_shapes
         color=_hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.6, 1, n), rng.uniform(0.75, 1, n)),
         pos0=rng.uniform(size[:, None], 1 - size[:, None], (n, 2)),
         velocity=np.stack([speed * np.cos(angle), speed * np.sin(angle)], 1),
-        angle0=rng.uniform(0, np.pi / 2, n), spin=rng.uniform(-0.1, 0.1, n) * speed,
+        angle0=rng.uniform(0, np.pi / 2, n) * spin, spin=rng.uniform(-0.1, 0.1, n) * speed * spin,  # spin 0: upright, never turning
     )
 
 # %% ../../nbs/03d_data.synthetic.ipynb #81f95e6b
