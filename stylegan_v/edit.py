@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .core import Config, DownloadError, UsageError, atomic_write_bytes, download, pick_device
 from .cliutils import add_force, add_outdir, command_parser, refuse_overwrite, run_command
 from .data.video import to_uint8, write_video
-from .generate import load_generator, video_grid
+from .generate import class_labels, load_generator, video_grid
 from .project import Projection, pad_to_even, load_codes, lr_ramp, save_codes
 
 # %% auto #0
@@ -198,8 +198,8 @@ class EditResult:
 # %% ../nbs/12_clip_editing.ipynb #ae4dd42c
 @torch.enable_grad()  # also inside a caller's no_grad block
 def edit_content(G, content_w: torch.Tensor, motion, prompt: str, clip: Clip, cfg: EditConfig | None = None,
-                 frame_times=None, id_net: IRSE | None = None, progress: bool = True) -> EditResult:
-    "Optimise the content code (`[1, n, w_dim]`) so the video (moving with the untouched `motion`) matches `prompt`."
+                 frame_times=None, id_net: IRSE | None = None, progress: bool = True, class_idx: int | None = None) -> EditResult:
+    "Optimise the content code (`[1, n, w_dim]`) so the video (class `class_idx`, moving with the untouched `motion`) matches `prompt`."
     cfg = cfg or EditConfig()
     text = clip.encode_text(prompt)
     if cfg.id_weight > 0 and id_net is None: raise UsageError("id_weight > 0: expected identity weights (--id-weights PATH)")
@@ -207,7 +207,7 @@ def edit_content(G, content_w: torch.Tensor, motion, prompt: str, clip: Clip, cf
     times = torch.arange(16.) if frame_times is None else torch.as_tensor(frame_times, dtype=torch.float32)
     t = times[torch.linspace(0, len(times) - 1, min(cfg.clip_frames, len(times))).round().long()].to(device)[None]
     motion_z = motion.noise(G.synthesis.motion_encoder.num_noise_codes(t)).detach()  # a constant: never optimised
-    c = torch.zeros(1, G.c_dim, device=device)
+    c = class_labels(G, class_idx, 1, device)
     render = lambda w: G.synthesis(w.expand(-1, G.num_ws, -1), t=t, c=c, motion_z=motion_z)
     w0 = content_w.detach()
     with torch.no_grad(): id_ref = id_net(face_crop(render(w0), id_net.input_size)) if cfg.id_weight > 0 else None
@@ -228,20 +228,22 @@ def edit_content(G, content_w: torch.Tensor, motion, prompt: str, clip: Clip, cf
 
 # %% ../nbs/12_clip_editing.ipynb #3b9b66c1
 def sweep_edits(G, content_w, motion, prompt: str, clip: Clip, l2_weights=(0.1, 0.01, 0.001), id_weights=(0.0,),
-                cfg: EditConfig | None = None, frame_times=None, id_net: IRSE | None = None, progress: bool = True) -> list[dict]:
+                cfg: EditConfig | None = None, frame_times=None, id_net: IRSE | None = None, progress: bool = True,
+                class_idx: int | None = None) -> list[dict]:
     "One edit per `(l2_weight, id_weight)` pair: a list of `{'l2_weight', 'id_weight', 'result'}`."
     cfg = cfg or EditConfig()
     runs = [(l2, iw) for l2 in l2_weights for iw in id_weights]
     return [{'l2_weight': l2, 'id_weight': iw,
              'result': edit_content(G, content_w, motion, prompt, clip, dataclasses.replace(cfg, l2_weight=l2, id_weight=iw),
-                                    frame_times, id_net, progress=False)}
+                                    frame_times, id_net, progress=False, class_idx=class_idx)}
             for l2, iw in tqdm(runs, desc='sweep', disable=not progress)]
 
 @torch.no_grad()
-def sweep_grid(G, content_w, motion, runs: list[dict], frame_times) -> np.ndarray:
-    "uint8 image: the original (first row) and each edit of `runs` (rows) at `frame_times` (columns)."
+def sweep_grid(G, content_w, motion, runs: list[dict], frame_times, class_idx: int | None = None) -> np.ndarray:
+    "uint8 image: the original (first row) and each edit of `runs` (rows) at `frame_times` (columns), of class `class_idx`."
     codes = torch.cat([content_w] + [r['result'].content_w.expand_as(content_w) for r in runs])
-    frames = G.render(codes, motion, torch.as_tensor(frame_times, dtype=torch.float32))   # [1 + runs, T, 3, H, W]
+    c = class_labels(G, class_idx, 1, content_w.device)
+    frames = G.render(codes, motion, torch.as_tensor(frame_times, dtype=torch.float32), c)   # [1 + runs, T, 3, H, W]
     return _grid(to_uint8(frames, channels_last=True))
 
 def _grid(videos: np.ndarray) -> np.ndarray:
@@ -258,6 +260,7 @@ def _parser():
     src = p.add_mutually_exclusive_group()
     src.add_argument('--codes', metavar='CODES', help='codes from stylegan-v project (or edit)')
     src.add_argument('--seed', type=int, help='draw content and motion from this seed (default 0 without --codes)')
+    p.add_argument('--class', dest='class_idx', type=int, default=None, help='class index for a conditional model (with --seed)')
     add_outdir(p); add_force(p)
     p.add_argument('--clip-model', default=DEFAULT_CLIP_MODEL, help='open_clip model name, or a .json model config')
     p.add_argument('--clip-weights', default=DEFAULT_CLIP_WEIGHTS, help="weights file, URL or open_clip pretrained tag (OpenAI files need a '-quickgelu' model name)")
@@ -287,10 +290,11 @@ def _run(args) -> int:
     id_net = load_irse50(args.id_weights, device) if args.id_weight > 0 else None
     cfg = EditConfig(num_steps=args.steps, lr=args.lr, l2_weight=args.l2_weight, id_weight=args.id_weight)
     motion, t = codes.motion(G), codes.frame_times
-    res = edit_content(G, codes.ws(G), motion, args.prompt, clip, cfg, t, id_net)
+    res = edit_content(G, codes.ws(G), motion, args.prompt, clip, cfg, t, id_net, class_idx=codes.class_idx)
     with torch.no_grad():
-        videos = to_uint8(G.render(torch.cat([codes.ws(G), res.content_w]), motion, t.to(device)), channels_last=True)
-    edited = Projection(res.content_w, codes.motion_z, codes.seed, t.cpu(), res.history)
+        frames = G.render(torch.cat([codes.ws(G), res.content_w]), motion, t.to(device), codes.labels(G))
+        videos = to_uint8(frames, channels_last=True)
+    edited = Projection(res.content_w, codes.motion_z, codes.seed, t.cpu(), res.history, class_idx=codes.class_idx)
     save_codes(outdir / OUTPUTS[2], edited, {'network': str(args.network), 'prompt': args.prompt, 'config': cfg.to_dict()})
     write_video(outdir / OUTPUTS[0], pad_to_even(videos[1]), fps=args.fps)
     write_video(outdir / OUTPUTS[1], pad_to_even(np.concatenate(list(videos), axis=2)), fps=args.fps)
@@ -301,18 +305,27 @@ def _run(args) -> int:
 
 # %% ../nbs/12_clip_editing.ipynb #5731d808
 def _source_codes(G, args, device) -> Projection:
-    "The video to edit: codes from a file, or content and motion drawn from a seed."
+    "The video to edit: codes from a file (with their class), or content and motion drawn from a seed (class `--class`)."
     if args.codes:
         codes = load_codes(args.codes, device)
         if codes.content_w.shape[2] != G.w_dim or codes.motion_z.shape[2] != G.cfg['motion']['z_dim']:
             raise UsageError(f"--codes {args.codes}: w_dim {codes.content_w.shape[2]} / motion z_dim {codes.motion_z.shape[2]}, "
                              f"but {args.network} expects {G.w_dim} / {G.cfg['motion']['z_dim']}; project with this network")
+        _check_codes_class(G, codes.class_idx, args)
     else:
         seed = 0 if args.seed is None else args.seed
-        with torch.no_grad(): w = G.sample_content(1, seed=seed)
-        codes = Projection(w, G.sample_motion(1, seed=seed).motion_z, seed, torch.arange(16.), {})
+        with torch.no_grad(): w = G.sample_content(1, class_labels(G, args.class_idx, 1, device), seed=seed)
+        codes = Projection(w, G.sample_motion(1, seed=seed).motion_z, seed, torch.arange(16.), {}, class_idx=args.class_idx)
     if args.num_frames is not None: codes.frame_times = torch.arange(float(args.num_frames))
     return codes
+
+def _check_codes_class(G, class_idx: int | None, args):
+    "The class recorded in `--codes` must be one `args.network` has (none for an unconditional model) and agree with `--class`."
+    recorded = 'no class' if class_idx is None else f'class {class_idx}'
+    if (class_idx is None and G.c_dim > 0) or (class_idx is not None and not 0 <= class_idx < G.c_dim):
+        raise UsageError(f"--codes {args.codes}: {recorded}, but {args.network} has c_dim={G.c_dim}; project with this network")
+    if args.class_idx is not None and args.class_idx != class_idx:
+        raise UsageError(f"--class {args.class_idx}: the codes record {recorded} (the one they were projected with); drop --class")
 
 def cli_main(argv: list[str]) -> int:
     "`stylegan-v edit`: edit a video with a CLIP text prompt."

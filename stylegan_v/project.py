@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .core import Config, DownloadError, UsageError, atomic_path, atomic_write_bytes, pick_device
 from .cliutils import add_force, add_outdir, command_parser, refuse_overwrite, run_command
 from .data.video import is_video_file, iter_video_frames, to_uint8, write_video
-from .generate import load_generator
+from .generate import class_labels, load_generator
 from .metrics.detectors import (DETECTORS, DetectorError, DetectorSpec, load_detector,
                                           parse_detector_overrides, register_detector)
 
@@ -117,20 +117,20 @@ def legacy_projection_config(**overrides) -> ProjectionConfig:
 
 # %% ../nbs/11_projection.ipynb #528e13a8
 @torch.no_grad()
-def w_stats(G, num_samples: int = 10000, seed: int = 123) -> tuple[torch.Tensor, float]:
-    "`(w_avg [1, 1, w_dim], w_std)` of the mapping network, from `num_samples` z drawn with `seed`."
+def w_stats(G, num_samples: int = 10000, seed: int = 123, c: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    "`(w_avg [1, 1, w_dim], w_std)` of the mapping network, from `num_samples` z drawn with `seed` and label `c [1, c_dim]`."
     device = G.mapping.fc0.weight.device
     z = torch.randn(num_samples, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    c = torch.zeros(num_samples, G.c_dim, device=device)
-    w = G.mapping(z, c)[:, :1]
+    c = class_labels(G, None, 1, device) if c is None else c
+    w = G.mapping(z, c.expand(num_samples, -1))[:, :1]
     w_avg = w.mean(0, keepdim=True)
     return w_avg, float(((w - w_avg).square().sum() / num_samples).sqrt())
 
 # %% ../nbs/11_projection.ipynb #0812a109
-def clip_terms(G, ws, motion_z, t, target, target_features, lpips) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(LPIPS [B], MSE [B])` of content `ws [B, 1 or num_ws, w_dim]` moving with `motion_z [B, L, D]` at times `t [1, T]`."
+def clip_terms(G, ws, motion_z, t, target, target_features, lpips, c=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(LPIPS [B], MSE [B])` of content `ws [B, 1 or num_ws, w_dim]` moving with `motion_z [B, L, D]` at `t [1, T]` with label `c [1, c_dim]`."
     B, T = len(ws), t.shape[1]
-    c = torch.zeros(B, G.c_dim, device=ws.device)
+    c = (class_labels(G, None, 1, ws.device) if c is None else c).expand(B, -1)
     synth = G.synthesis(ws.expand(-1, G.num_ws, -1), t=t.expand(B, -1), c=c, motion_z=motion_z)  # [B*T, 3, H, W]
     dist = (lpips_features(lpips, synth.clamp(-1, 1)) - target_features.repeat(B, 1)).square().sum(1)
     mse = clipped_error(synth, target.repeat(B, 1, 1, 1)).square().flatten(1).mean(1)
@@ -138,16 +138,18 @@ def clip_terms(G, ws, motion_z, t, target, target_features, lpips) -> tuple[torc
 
 # %% ../nbs/11_projection.ipynb #4594adee
 @torch.no_grad()
-def initial_codes(G, cfg: ProjectionConfig, t, target, target_features, lpips, w_avg, batch: int = 8):
-    "`(content w [1, 1, w_dim], motion_z [1, L, z_dim], motion seed)`: the lowest-loss start among the candidates."
+def initial_codes(G, cfg: ProjectionConfig, t, target, target_features, lpips, w_avg, c=None, batch: int = 8):
+    "`(content w [1, 1, w_dim], motion_z [1, L, z_dim], motion seed)`: the lowest-loss start among the candidates of label `c`."
     num_codes, n = G.synthesis.motion_encoder.num_noise_codes(t), cfg.init_candidates
+    c = class_labels(G, None, 1, w_avg.device) if c is None else c
     motion = lambda seed: G.sample_motion(1, seed=seed).noise(num_codes)
     if n == 0: return w_avg, motion(cfg.seed), cfg.seed
     def best(ws, mz):
-        terms = [clip_terms(G, ws[i:i + batch], mz[i:i + batch], t, target, target_features, lpips) for i in range(0, len(ws), batch)]
+        terms = [clip_terms(G, ws[i:i + batch], mz[i:i + batch], t, target, target_features, lpips, c)
+                 for i in range(0, len(ws), batch)]
         return int(torch.cat([cfg.lpips_weight * d + cfg.mse_weight * m for d, m in terms]).argmin())
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(w_avg.device)
-    ws = torch.cat([w_avg, G.mapping(z, torch.zeros(n, G.c_dim, device=w_avg.device))[:, :1]])
+    ws = torch.cat([w_avg, G.mapping(z, c.expand(n, -1))[:, :1]])
     w0 = ws[best(ws, motion(cfg.seed).expand(len(ws), -1, -1))][None]
     seed = cfg.seed + best(w0.expand(n, -1, -1), torch.cat([motion(cfg.seed + i) for i in range(n)]))
     return w0, motion(seed), seed
@@ -155,13 +157,14 @@ def initial_codes(G, cfg: ProjectionConfig, t, target, target_features, lpips, w
 # %% ../nbs/11_projection.ipynb #581e38aa
 @dataclasses.dataclass
 class Projection:
-    "A projected clip: `content_w [1, num_ws or 1, w_dim]`, `motion_z [1, L, z_dim]`, the `seed` extending it, its history."
+    "A projected clip: `content_w [1, num_ws or 1, w_dim]`, `motion_z [1, L, z_dim]`, the `seed` extending it, its history and class."
     content_w: torch.Tensor
     motion_z: torch.Tensor
     seed: int
     frame_times: torch.Tensor
     history: dict
     steps_per_sec: float = 0.0
+    class_idx: int | None = None  # the class it was projected with (a conditional model); None: unconditional
 
     def ws(self, G) -> torch.Tensor:
         "The content code for every layer: `[1, num_ws, w_dim]`."
@@ -171,6 +174,10 @@ class Projection:
         "The projected motion as the generator's motion-noise object; past the optimised noise it continues with `seed`."
         m = G.sample_motion(1, seed=self.seed)
         return type(m)(1, self.motion_z.shape[2], seed=self.seed, motion_z=self.motion_z.clone(), device=self.motion_z.device)
+
+    def labels(self, G) -> torch.Tensor:
+        "The label of every render of the projection: one-hot `[1, c_dim]` of `class_idx` (`[1, 0]` unconditional)."
+        return class_labels(G, self.class_idx, 1, self.content_w.device)
 
 # %% ../nbs/11_projection.ipynb #271ea9a8
 def _target_tensor(G, target, device) -> torch.Tensor:
@@ -187,18 +194,19 @@ def _target_tensor(G, target, device) -> torch.Tensor:
 # %% ../nbs/11_projection.ipynb #81a06f3c
 @torch.enable_grad()  # also inside a caller's no_grad block
 def project_video(G, target, lpips: torch.nn.Module, cfg: ProjectionConfig | None = None, frame_times=None,
-                  progress: bool = True) -> Projection:
-    "Fit one content code and the motion noise to a clip (uint8 `[T, H, W, 3]` at times `frame_times`, default 0..T-1)."
+                  progress: bool = True, class_idx: int | None = None) -> Projection:
+    "Fit one content code and the motion noise to a clip of class `class_idx` (uint8 `[T, H, W, 3]` at `frame_times`, default 0..T-1)."
     cfg = cfg or ProjectionConfig()
     device = G.mapping.fc0.weight.device
+    c = class_labels(G, class_idx, 1, device)
     target = _target_tensor(G, target, device)
     T = len(target)
     t = torch.arange(T, dtype=torch.float32) if frame_times is None else torch.as_tensor(frame_times, dtype=torch.float32)
     if t.shape != (T,): raise UsageError(f"frame_times: expected {T} times (one per target frame), got shape {tuple(t.shape)}")
     t = t.to(device)[None]
-    w_avg, w_std = w_stats(G, cfg.w_avg_samples)
+    w_avg, w_std = w_stats(G, cfg.w_avg_samples, c=c)
     with torch.no_grad(): target_features = lpips_features(lpips, target)
-    w0, motion_z, seed = initial_codes(G, cfg, t, target, target_features, lpips, w_avg)
+    w0, motion_z, seed = initial_codes(G, cfg, t, target, target_features, lpips, w_avg, c)
     content_w = w0.repeat(1, G.num_ws if cfg.w_plus else 1, 1).requires_grad_(True)
     motion_z = motion_z.clone().requires_grad_(True)
     history = {k: [] for k in ('loss', 'lpips', 'mse', 'motion_prior')}
@@ -207,24 +215,24 @@ def project_video(G, target, lpips: torch.nn.Module, cfg: ProjectionConfig | Non
         for k, v in terms.items(): history[k].append(v)
         bar.update()
     num_lbfgs = round(cfg.num_steps * cfg.lbfgs_fraction)
-    fit = (G, cfg, content_w, motion_z, t, target, target_features, lpips, log)
+    fit = (G, cfg, content_w, motion_z, t, target, target_features, lpips, c, log)
     t0 = time.perf_counter()
     _adam_phase(cfg.num_steps - num_lbfgs, w_std, *fit)
     _lbfgs_phase(num_lbfgs, *fit)
     seconds = time.perf_counter() - t0
     bar.close()
     return Projection(content_w.detach(), motion_z.detach(), seed, t[0].cpu(), history,
-                      cfg.num_steps / seconds if seconds > 0 else 0.0)
+                      cfg.num_steps / seconds if seconds > 0 else 0.0, class_idx)
 
 # %% ../nbs/11_projection.ipynb #6d132d79
-def _loss(G, cfg, ws, motion_z, prior_z, t, target, target_features, lpips) -> tuple[torch.Tensor, dict]:
+def _loss(G, cfg, ws, motion_z, prior_z, t, target, target_features, lpips, c) -> tuple[torch.Tensor, dict]:
     "The projection loss of content `ws` moving with `motion_z` (motion prior on `prior_z`), and its terms as floats."
-    dist, mse = (x[0] for x in clip_terms(G, ws, motion_z, t, target, target_features, lpips))
+    dist, mse = (x[0] for x in clip_terms(G, ws, motion_z, t, target, target_features, lpips, c))
     prior = motion_prior_loss(prior_z)[0]
     loss = cfg.lpips_weight * dist + cfg.mse_weight * mse + cfg.motion_reg_weight * prior
     return loss, {'loss': loss.item(), 'lpips': dist.item(), 'mse': mse.item(), 'motion_prior': prior.item()}
 
-def _adam_phase(num_steps, w_std, G, cfg, content_w, motion_z, t, target, target_features, lpips, log) -> None:
+def _adam_phase(num_steps, w_std, G, cfg, content_w, motion_z, t, target, target_features, lpips, c, log) -> None:
     opt = torch.optim.Adam([{'params': [content_w], 'base_lr': cfg.lr}, {'params': [motion_z], 'base_lr': cfg.motion_lr}],
                            betas=(0.9, 0.999))
     for step in range(num_steps):
@@ -232,7 +240,7 @@ def _adam_phase(num_steps, w_std, G, cfg, content_w, motion_z, t, target, target
         for group in opt.param_groups: group['lr'] = group['base_lr'] * lr_ramp(tau, cfg.lr_rampdown_length, cfg.lr_rampup_length)
         ws = content_w + torch.randn_like(content_w) * w_std * noise_ramp(tau, cfg.w_noise, cfg.noise_ramp_length)
         noisy_motion = motion_z + torch.randn_like(motion_z) * noise_ramp(tau, cfg.motion_noise, cfg.noise_ramp_length)
-        loss, terms = _loss(G, cfg, ws, noisy_motion, motion_z, t, target, target_features, lpips)
+        loss, terms = _loss(G, cfg, ws, noisy_motion, motion_z, t, target, target_features, lpips, c)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -241,7 +249,7 @@ def _adam_phase(num_steps, w_std, G, cfg, content_w, motion_z, t, target, target
 # %% ../nbs/11_projection.ipynb #c4a91d3e
 class _OutOfEvaluations(Exception): "The L-BFGS phase has used its share of loss evaluations."
 
-def _lbfgs_phase(num_evals, G, cfg, content_w, motion_z, t, target, target_features, lpips, log) -> None:
+def _lbfgs_phase(num_evals, G, cfg, content_w, motion_z, t, target, target_features, lpips, c, log) -> None:
     codes = [p for p, lr in ((content_w, cfg.lr), (motion_z, cfg.motion_lr)) if lr > 0]
     if num_evals == 0 or not codes: return
     opt = torch.optim.LBFGS(codes, lr=1, max_iter=num_evals, max_eval=num_evals, history_size=cfg.lbfgs_history,
@@ -249,7 +257,7 @@ def _lbfgs_phase(num_evals, G, cfg, content_w, motion_z, t, target, target_featu
     best = {'loss': math.inf, 'codes': [p.detach().clone() for p in codes]}
     def closure():
         if len(evals) == num_evals: raise _OutOfEvaluations
-        loss, terms = _loss(G, cfg, content_w, motion_z, motion_z, t, target, target_features, lpips)
+        loss, terms = _loss(G, cfg, content_w, motion_z, motion_z, t, target, target_features, lpips, c)
         evals.append(terms['loss']); log(terms)
         if terms['loss'] < best['loss']: best.update(loss=terms['loss'], codes=[p.detach().clone() for p in codes])
         opt.zero_grad(set_to_none=True)
@@ -267,7 +275,7 @@ def _lbfgs_phase(num_evals, G, cfg, content_w, motion_z, t, target, target_featu
 def render_projection(G, proj: Projection, t=None) -> torch.Tensor:
     "Frames `[T, 3, H, W]` of a projection at times `t` (default: the projected clip's own times)."
     t = proj.frame_times if t is None else torch.as_tensor(t, dtype=torch.float32)
-    return G.render(proj.ws(G), proj.motion(G), t.to(proj.content_w.device))[0]
+    return G.render(proj.ws(G), proj.motion(G), t.to(proj.content_w.device), proj.labels(G))[0]
 
 def psnr(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "Per-frame PSNR (dB, 8-bit peak) of float frames `[T, 3, H, W]` in [-1, 1] against the target, both clipped."
@@ -326,6 +334,7 @@ def save_codes(path, proj: Projection, metadata: dict | None = None) -> Path:
     "Write a projection's codes to a `.safetensors` file, atomically."
     tensors = {'content_w': proj.content_w, 'motion_z': proj.motion_z, 'frame_times': proj.frame_times}
     meta = {'seed': str(proj.seed), 'format': 'stylegan-v codes 1', **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    if proj.class_idx is not None: meta['class'] = str(proj.class_idx)  # unconditional: no key, files as before
     with atomic_path(path, suffix='.safetensors') as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
     return Path(path)
@@ -342,7 +351,8 @@ def load_codes(path, device='cpu') -> Projection:
     if missing or 'seed' not in meta:
         raise UsageError(f"{path}: expected codes written by stylegan-v project/edit (content_w, motion_z, frame_times, seed), "
                          f"missing {sorted(missing) or ['seed']}")
-    return Projection(tensors['content_w'], tensors['motion_z'], int(meta['seed']), tensors['frame_times'], {})
+    return Projection(tensors['content_w'], tensors['motion_z'], int(meta['seed']), tensors['frame_times'], {},
+                      class_idx=int(meta['class']) if 'class' in meta else None)
 
 # %% ../nbs/11_projection.ipynb #f394e356
 OUTPUTS = ('codes.safetensors', 'reconstruction.mp4', 'side_by_side.mp4', 'metrics.json')
@@ -355,6 +365,7 @@ def _parser():
     p.add_argument('--num-frames', type=int, default=16, help='frames of the target to project')
     p.add_argument('--steps', type=int, default=ProjectionConfig.num_steps, help='optimisation steps (loss evaluations)')
     p.add_argument('--seed', type=int, default=0, help='motion noise initialisation')
+    p.add_argument('--class', dest='class_idx', type=int, default=None, help='class index for a conditional model')
     p.add_argument('--w-space', choices=('w', 'w+'), default='w+', help="one w for all layers, or one per layer")
     p.add_argument('--resize', action='store_true', help='centre-crop and resize a target of another size (else refused)')
     p.add_argument('--detector', action='append', metavar='lpips=PATH', help='local LPIPS TorchScript instead of the URL')
@@ -374,7 +385,7 @@ def _run(args) -> int:
     target = read_target(args.target, G.img_resolution, args.num_frames, resize=args.resize)
     lpips = load_lpips(paths.get('lpips'), device=device)
     cfg = ProjectionConfig(num_steps=args.steps, seed=args.seed, w_plus=args.w_space == 'w+')
-    proj = project_video(G, target, lpips, cfg)
+    proj = project_video(G, target, lpips, cfg, class_idx=args.class_idx)
     metrics = projection_metrics(G, proj, target, lpips)
     recon = to_uint8(render_projection(G, proj), channels_last=True)
     save_codes(outdir / OUTPUTS[0], proj, {'network': str(args.network), 'target': str(args.target), 'config': cfg.to_dict()})

@@ -1,5 +1,6 @@
 """CLIP editing with a tiny random open_clip model built offline: the CLIP loss falls, the motion noise is untouched bit
-for bit, the L2 weight bounds the change; the command writes its outputs and refuses bad input in one line."""
+for bit, the L2 weight bounds the change; a conditional model's edit renders with the class of its codes (or --class);
+the command writes its outputs and refuses bad input in one line."""
 import json
 import os
 
@@ -11,8 +12,9 @@ from safetensors.torch import save_file  # noqa: E402
 
 from stylegan_v.checkpoints import save_checkpoint  # noqa: E402
 from stylegan_v.edit import OUTPUTS, EditConfig, IRSE, cli_main, edit_content, load_clip  # noqa: E402
+from stylegan_v.generate import class_labels  # noqa: E402
 from tiny_models import tiny_generator  # noqa: E402
-from stylegan_v.project import load_codes  # noqa: E402
+from stylegan_v.project import Projection, load_codes, save_codes  # noqa: E402
 
 TINY_CLIP = {'embed_dim': 32, 'vision_cfg': {'image_size': 32, 'layers': 1, 'width': 32, 'patch_size': 8, 'head_width': 16},
              'text_cfg': {'context_length': 16, 'vocab_size': 49408, 'width': 32, 'heads': 2, 'layers': 1}}
@@ -82,6 +84,50 @@ def test_edit_cli(setup, capsys, cli_error):
                                                  '--outdir', str(d / 'o2')])
     assert 'expected --id-weights' in error(common + ['--prompt', 'x', '--id-weight', '0.1', '--outdir', str(d / 'o3')])
     assert 'does not exist' in error(common + ['--prompt', 'x', '--codes', str(d / 'none.safetensors'), '--outdir', str(d / 'o4')])
+
+
+@pytest.fixture(scope='module')
+def conditional(setup):
+    "A two-class tiny G (saved), codes of a class-1 video for it, and codes of the unconditional G's video."
+    d, G, _ = setup
+    Gc = tiny_generator(c_dim=2)
+    save_checkpoint(d / 'Gc.safetensors', {'G_ema': Gc})
+    with torch.no_grad(): w_c, w = Gc.sample_content(1, class_labels(Gc, 1, 1), seed=3), G.sample_content(1, seed=3)
+    video = lambda G, w, class_idx=None: Projection(w, G.sample_motion(1, seed=4).motion_z, 4, torch.arange(6.), {}, class_idx=class_idx)
+    save_codes(d / 'codes_c1.safetensors', video(Gc, w_c, 1))
+    save_codes(d / 'codes_0.safetensors', video(G, w))
+    return Gc
+
+
+def test_edit_cli_renders_the_codes_class(setup, conditional, capsys, cli_error):
+    d, _, clip = setup
+    Gc = conditional
+    common = ['--network', str(d / 'Gc.safetensors'), '--clip-model', str(d / 'clip.json'), '--clip-weights',
+              str(d / 'clip.safetensors'), '--steps', '2', '--prompt', 'a red ball']
+    assert cli_main(common + ['--codes', str(d / 'codes_c1.safetensors'), '--outdir', str(d / 'c_out')]) == 0
+    assert load_codes(d / 'c_out/edited_codes.safetensors').class_idx == 1
+    codes = load_codes(d / 'codes_c1.safetensors')
+    first_clip = lambda k: edit_content(Gc, codes.ws(Gc), codes.motion(Gc), 'a red ball', clip, EditConfig(num_steps=1),
+                                        codes.frame_times, progress=False, class_idx=k).history['clip'][0]
+    history = json.loads((d / 'c_out/history.json').read_text())
+    assert history['clip'][0] == pytest.approx(first_clip(1), abs=1e-6)    # the command edited the class-1 video ...
+    assert abs(first_clip(0) - first_clip(1)) > 1e-4                       # ... not the class-0 one (measured 1e-3 apart)
+    assert cli_main(common + ['--seed', '5', '--class', '0', '--outdir', str(d / 'c_seed')]) == 0
+    assert load_codes(d / 'c_seed/edited_codes.safetensors').class_idx == 0
+    capsys.readouterr()
+
+    error = lambda argv: cli_error(cli_main, argv, 'edit')
+
+    assert 'conditional (c_dim=2); expected --class K' in error(common + ['--seed', '5', '--outdir', str(d / 'e1')])
+    assert 'expected 0 <= K < 2 (c_dim), got 2' in error(common + ['--seed', '5', '--class', '2', '--outdir', str(d / 'e2')])
+    assert 'the codes record class 1' in error(common + ['--codes', str(d / 'codes_c1.safetensors'), '--class', '0',
+                                                         '--outdir', str(d / 'e3')])
+    assert 'no class, but' in error(common + ['--codes', str(d / 'codes_0.safetensors'), '--outdir', str(d / 'e4')])
+    unconditional = ['--network', str(d / 'G.safetensors')] + common[2:]
+    assert 'unconditional (c_dim=0); expected no class' in error(unconditional + ['--seed', '5', '--class', '0',
+                                                                                  '--outdir', str(d / 'e5')])
+    assert 'class 1, but' in error(unconditional + ['--codes', str(d / 'codes_c1.safetensors'), '--outdir', str(d / 'e6')])
+    assert not any((d / f'e{i}').exists() for i in range(1, 7))
 
 
 def test_default_clip_offline_names_file_and_place(tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """Video projection: a clip the model made from known codes is reconstructed (every frame >= 30 dB) and moves like it;
-the command writes its four outputs and refuses bad input in one line."""
+a conditional model's projection renders with its class and the codes file keeps it; the command writes its four
+outputs and refuses bad input in one line."""
+import dataclasses
 import json
 import math
 import os
@@ -12,11 +14,13 @@ import torch.nn.functional as F
 
 from conftest import need_shared
 from stylegan_v.checkpoints import save_checkpoint
-from stylegan_v.data.video import to_uint8, write_video
-from stylegan_v.generate import load_generator, videos_array
+from stylegan_v.data.video import iter_video_frames, to_uint8, write_video
+from safetensors import safe_open
+from safetensors.torch import save_file
+from stylegan_v.generate import class_labels, load_generator, videos_array
 from tiny_models import tiny_generator
-from stylegan_v.project import (OUTPUTS, ProjectionConfig, RandomLPIPS, cli_main, load_codes,
-                                load_lpips, motion_ratio, project_video, projection_metrics, psnr, render_projection)
+from stylegan_v.project import (OUTPUTS, ProjectionConfig, RandomLPIPS, cli_main, load_codes, load_lpips, motion_ratio,
+                                project_video, projection_metrics, psnr, render_projection, save_codes, w_stats)
 
 NUM_FRAMES, RESOLUTION = 8, 16
 
@@ -93,6 +97,75 @@ def test_project_cli(setup, capsys, cli_error):
     assert 'nowhere/vgg16.pt does not exist' in missing
     assert 'expected at least 99 frames, found 8' in error(args + ['--num-frames', '99', '--outdir', str(d / 'o4')])
     assert not (d / 'o1').exists() and not (d / 'o3').exists()
+
+
+@pytest.fixture(scope='module')
+def conditional(setup):
+    "A two-class tiny G and a clip of class 1 it made (also saved: the checkpoints of both Gs, the clip as an mp4)."
+    d, G, _, _ = setup
+    Gc = tiny_generator(RESOLUTION, c_dim=2)
+    c1 = class_labels(Gc, 1, 1)
+    with torch.no_grad():
+        clip = Gc.render(Gc.sample_content(1, c1, seed=1), Gc.sample_motion(1, seed=2), torch.arange(float(NUM_FRAMES)), c1)[0]
+    target = to_uint8(clip, channels_last=True)
+    save_checkpoint(d / 'Gc.safetensors', {'G_ema': Gc})
+    save_checkpoint(d / 'G0.safetensors', {'G_ema': G})
+    write_video(d / 'clip_c.mp4', target, fps=8, options={'qp': 0})
+    return Gc, target
+
+
+def test_conditional_projection_renders_its_class(setup, conditional):
+    d, _, _, lpips = setup
+    Gc, target = conditional
+    torch.manual_seed(0)
+    proj = project_video(Gc, target, lpips, ProjectionConfig(num_steps=30, init_candidates=8), progress=False, class_idx=1)
+    assert proj.class_idx == 1
+    as_class = lambda k: Gc.render(proj.ws(Gc), proj.motion(Gc), proj.frame_times, class_labels(Gc, k, 1))[0]
+    assert torch.equal(render_projection(Gc, proj), as_class(1))          # its own render is class 1's
+    assert (as_class(0) - as_class(1)).abs().max() > 0.05                  # the label reaches the synthesis
+    assert not torch.allclose(w_stats(Gc, 500, c=class_labels(Gc, 0, 1))[0], w_stats(Gc, 500, c=class_labels(Gc, 1, 1))[0])
+    assert projection_metrics(Gc, proj, target, lpips)['psnr_mean'] > 25
+    back = load_codes(save_codes(d / 'codes_c.safetensors', proj))
+    assert back.class_idx == 1 and torch.equal(render_projection(Gc, back), render_projection(Gc, proj))
+    with pytest.raises(Exception, match='conditional'): project_video(Gc, target, lpips, progress=False)
+
+
+def test_codes_without_class_load_as_unconditional(setup, tmp_path):
+    "A codes file as written before classes were recorded loads with no class; an unconditional one is still written so."
+    _, G, _, _ = setup
+    with torch.no_grad(): w = G.sample_content(1, seed=3)
+    tensors = {'content_w': w, 'motion_z': G.sample_motion(1, seed=4).motion_z, 'frame_times': torch.arange(4.)}
+    save_file(tensors, str(tmp_path / 'old.safetensors'), metadata={'seed': '4', 'format': 'stylegan-v codes 1'})
+    old = load_codes(tmp_path / 'old.safetensors')
+    assert old.class_idx is None
+    assert torch.equal(render_projection(G, old), G.render(w, G.sample_motion(1, seed=4), torch.arange(4.))[0])
+    save_codes(tmp_path / 'new.safetensors', old)
+    with safe_open(str(tmp_path / 'new.safetensors'), 'pt') as f: assert 'class' not in f.metadata()
+
+
+def test_project_cli_class(setup, conditional, capsys, cli_error):
+    d, _, _, _ = setup
+    Gc, _ = conditional
+    args = ['--target', str(d / 'clip_c.mp4'), '--detector', f'lpips={d / "lpips.pt"}', '--num-frames', str(NUM_FRAMES),
+            '--steps', '3']
+    cond = ['--network', str(d / 'Gc.safetensors')] + args
+    assert cli_main(cond + ['--class', '1', '--outdir', str(d / 'c_out')]) == 0
+    codes = load_codes(d / 'c_out/codes.safetensors')
+    assert codes.class_idx == 1
+    gray = lambda frames: np.asarray(frames, dtype=float).mean(-1)              # yuv420p keeps luma, not chroma, at 16 px
+    written = gray(list(iter_video_frames(d / 'c_out/reconstruction.mp4', as_array=True)))
+    error_as = lambda k: np.abs(written - gray(to_uint8(render_projection(Gc, dataclasses.replace(codes, class_idx=k)),
+                                                        channels_last=True))).mean()
+    assert error_as(1) < 0.75 * error_as(0), (error_as(1), error_as(0))   # the written video is class 1's (measured 3.3 vs 6.2)
+    capsys.readouterr()
+
+    error = lambda argv: cli_error(cli_main, argv, 'project')
+
+    assert 'this model is conditional (c_dim=2); expected --class K' in error(cond + ['--outdir', str(d / 'c1')])
+    assert '--class: expected 0 <= K < 2 (c_dim), got 2' in error(cond + ['--class', '2', '--outdir', str(d / 'c2')])
+    unconditional = ['--network', str(d / 'G0.safetensors')] + args
+    assert '--class 0: this model is unconditional' in error(unconditional + ['--class', '0', '--outdir', str(d / 'c3')])
+    assert not any((d / name).exists() for name in ('c1', 'c2', 'c3'))
 
 
 def test_missing_lpips_names_file_and_place(tmp_path, monkeypatch):

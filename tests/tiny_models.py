@@ -8,11 +8,11 @@ from stylegan_v.networks.generator import Generator
 FRAMES_PER_STEP = 4 * 3   # a step of the tiny run: 4 videos x 3 frames
 
 
-def tiny_generator(resolution: int = 16) -> Generator:
-    "A seeded 32-channel StyleGAN-V G at `resolution` px (the `demo` preset, narrower at 16 px, shorter periods), frozen in eval mode."
+def tiny_generator(resolution: int = 16, c_dim: int = 0) -> Generator:
+    "A seeded 32-channel StyleGAN-V G at `resolution` px (the `demo` preset, narrower at 16 px, shorter periods), frozen in eval mode; `c_dim` classes."
     torch.manual_seed(0)
     model = model_preset('demo', fmaps=256 / 32768, motion_v_dim=32, time_enc_min_period_len=4, time_enc_max_period_len=64)
-    G = Generator(**model.generator_kwargs(resolution, max_num_frames=16))
+    G = Generator(**model.generator_kwargs(resolution, c_dim=c_dim, max_num_frames=16))
     with torch.no_grad():  # a random G's frames are mostly clipped (no gradient); scaled ToRGB weights keep them inside
         for name, p in G.named_parameters():
             if 'torgb.weight' in name: p.mul_(0.3)
