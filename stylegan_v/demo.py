@@ -130,8 +130,7 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     if cfg.w_dim is not None and cfg.w_dim < 1: raise UsageError(f"w_dim: expected a positive integer or None, got {cfg.w_dim}")
     if cfg.aug not in ('noaug', 'ada'): raise UsageError(f"aug: expected noaug or ada, got {cfg.aug!r}")
     demo_dtype(cfg.dtype)
-    try: check_style(**cfg.style)
-    except ValueError as e: raise UsageError(str(e)) from None
+    check_style(**cfg.style)  # a StyleError: a UsageError, printed as one line
     if cfg.evidence_clips < 0: raise UsageError(f"evidence_clips: expected 0 (skip) or a positive count, got {cfg.evidence_clips}")
     if cfg.batch_size % min(4, cfg.batch_size):
         raise UsageError(f"batch_size: expected 1-4 or a multiple of 4 (D's minibatch-std groups of 4), got {cfg.batch_size}")

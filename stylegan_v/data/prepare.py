@@ -26,7 +26,7 @@ from .layout import (FRAME_EXTS, DatasetError, DatasetLayout, DatasetWriter, che
                                     encode_frame, frame_ext, resize_then_crop)
 from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_video_frames, probe_video,
                                    write_video)
-from .synthetic import check_style, write_synthetic_dataset
+from .synthetic import write_synthetic_dataset
 
 # %% auto #0
 __all__ = ['PrepareError', 'video_to_dataset', 'list_videos', 'broken_report_path', 'videos_to_dataset', 'crop_dataset',
@@ -464,8 +464,6 @@ def _run(args) -> int:
         path = static_dataset(args.source, out, max_len=args.max_len, force_len=args.force_len, seed=args.seed, **common)
     elif args.mode == 'synthetic':
         style = dict(max_shapes=args.max_shapes, texture=args.texture, speed=args.speed, scale=args.scale, spin=args.spin)
-        try: check_style(**style)
-        except ValueError as e: raise PrepareError(str(e)) from None  # a bad --scale etc. is the user's, not a bug
         path = write_synthetic_dataset(out, num_videos=args.num_videos, num_frames=args.num_frames, resolution=args.resolution,
                                        seed=args.seed, labels=args.labels, ext=args.ext, quality=args.quality, **common, **style)
     if args.mode in ('crop', 'static', 'synthetic'): print(f"wrote {path}")

@@ -12,12 +12,12 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..core import cache_dir
+from ..core import UsageError, cache_dir
 from .layout import DatasetWriter
 
 # %% auto #0
-__all__ = ['NUM_CLASSES', 'bounce', 'check_style', 'style_classes', 'video_recipe', 'render_frames', 'synthetic_video',
-           'write_synthetic_dataset', 'default_synthetic_dataset']
+__all__ = ['NUM_CLASSES', 'bounce', 'StyleError', 'check_style', 'style_classes', 'video_recipe', 'render_frames',
+           'synthetic_video', 'write_synthetic_dataset', 'default_synthetic_dataset']
 
 # %% ../../nbs/03d_data.synthetic.ipynb #467df83e
 def bounce(x: np.ndarray, lo: float | np.ndarray, hi: float | np.ndarray) -> np.ndarray:
@@ -36,14 +36,17 @@ def _hsv_to_rgb(h, s, v):
     table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
     return np.array([np.choose(i, [row[c] for row in table]) for c in range(3)]).T
 
+class StyleError(UsageError, ValueError):
+    "A dataset style the recipe cannot draw: the caller's input, so the command lines print it as one line (a `UsageError`)."
+
 def check_style(max_shapes: int = 4, texture: float = 1.0, speed: float = 1.0, scale: float = 1.0, spin: float = 1.0) -> None:
-    "Raise a one-line `ValueError` for a dataset style the recipe cannot draw."
+    "Raise a one-line `StyleError` for a dataset style the recipe cannot draw."
     if not isinstance(max_shapes, (int, np.integer)) or max_shapes < 1:
-        raise ValueError(f"max_shapes must be an integer >= 1, got {max_shapes!r}")
+        raise StyleError(f"max_shapes must be an integer >= 1, got {max_shapes!r}")
     for v, what in ((texture, 'texture'), (speed, 'speed'), (spin, 'spin')):
-        if not isinstance(v, (int, float, np.number)) or not v >= 0: raise ValueError(f"{what} must be a number >= 0, got {v!r}")
+        if not isinstance(v, (int, float, np.number)) or not v >= 0: raise StyleError(f"{what} must be a number >= 0, got {v!r}")
     if not isinstance(scale, (int, float, np.number)) or not 0 < scale <= 3:  # 3 x the largest size is half the frame
-        raise ValueError(f"scale must be a number in (0, 3], got {scale!r}")
+        raise StyleError(f"scale must be a number in (0, 3], got {scale!r}")
 
 def style_classes(max_shapes: int) -> int:
     "How many labels the recipe draws with at most `max_shapes` shapes: one shape a video has no class 2 (a disc and a square)."
