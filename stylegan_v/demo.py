@@ -34,9 +34,9 @@ from .train import demo_train_config, plot_training, train
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
-           'clip_features', 'edge_maps', 'outline_features', 'shape_change', 'frame_change', 'edge_energy',
-           'LearningProbe', 'meets_targets', 'sample_classes', 'last_class', 'render_samples', 'render_decomposition',
-           'run_demo', 'cli_main']
+           'clip_features', 'edge_maps', 'outline_features', 'aligned_outlines', 'shape_change', 'glide',
+           'frame_change', 'edge_energy', 'LearningProbe', 'meets_targets', 'sample_classes', 'last_class',
+           'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -192,23 +192,37 @@ def outline_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch
     "Clips `[N, F, C, H, W]` -> fixed features of their outlines: `clip_features` of the frames' edge maps at 16x16."
     return clip_features(edge_maps(clips), dim, seed, pool=16)
 
+def aligned_outlines(clips: torch.Tensor, keep: float = 0.1):
+    """Consecutive frames of clips `[N, F, C, H, W]` as outlines, each pair aligned: each frame's strongest `keep` of
+    edge-map pixels; `(a, b, shift)` with `a` the earlier frames rolled by the integer (circular) shift that correlates
+    them best with the later frames `b` (`[N, F-1, H, W]`), and that shift in pixels (`[N, F-1, 2]`, rows and columns,
+    each in [-size/2, size/2))."""
+    E = edge_maps(clips)[..., 0, :, :].double()                                           # [N, F, H, W]
+    E = E * (E >= torch.quantile(E.flatten(2), 1 - keep, dim=2)[..., None, None])
+    a, b = E[:, :-1], E[:, 1:]
+    H, W = E.shape[-2:]
+    corr = torch.fft.irfft2(torch.fft.rfft2(b) * torch.fft.rfft2(a).conj(), s=(H, W))      # corr[s] = sum_x b(x) a(x - s)
+    best = corr.flatten(2).argmax(2)
+    dy, dx = best // W, best % W
+    rows = (torch.arange(H)[:, None] - dy[..., None, None]) % H
+    cols = (torch.arange(W)[None, :] - dx[..., None, None]) % W
+    shifted = a.gather(-2, rows.expand(*a.shape)).gather(-1, cols.expand(*a.shape))       # a rolled by the best shift
+    shift = torch.stack([(dy + H // 2) % H - H // 2, (dx + W // 2) % W - W // 2], -1)
+    return shifted, b, shift
+
 def shape_change(clips: torch.Tensor, keep: float = 0.1, chunk: int = 64) -> float:
     """How much the outlines of clips `[N, F, C, H, W]` change from frame to frame once their shift is taken out, in [0, 1]:
-    each frame's strongest `keep` of edge-map pixels, each consecutive pair aligned by the integer (circular) shift that
-    correlates them best, then the sum of |difference| over the sum of both; the mean over pairs. 0: a rigid glide."""
+    each consecutive pair aligned (`aligned_outlines`), then the sum of |difference| over the sum of both; the mean over
+    pairs. 0: a rigid glide."""
     changes = []
     for part in clips.split(chunk):                                                       # `chunk` clips at a time: little memory
-        E = edge_maps(part)[..., 0, :, :].double()                                        # [n, F, H, W]
-        E = E * (E >= torch.quantile(E.flatten(2), 1 - keep, dim=2)[..., None, None])
-        a, b = E[:, :-1], E[:, 1:]
-        H, W = E.shape[-2:]
-        corr = torch.fft.irfft2(torch.fft.rfft2(b) * torch.fft.rfft2(a).conj(), s=(H, W))  # corr[s] = sum_x b(x) a(x - s)
-        best = corr.flatten(2).argmax(2)
-        rows = (torch.arange(H)[:, None] - (best // W)[..., None, None]) % H
-        cols = (torch.arange(W)[None, :] - (best % W)[..., None, None]) % W
-        shifted = a.gather(-2, rows.expand(*a.shape)).gather(-1, cols.expand(*a.shape))   # a rolled by the best shift
-        changes.append((b - shifted).abs().sum((-2, -1)) / (a.sum((-2, -1)) + b.sum((-2, -1))).clamp_min(1e-12))
+        a, b, _ = aligned_outlines(part, keep)
+        changes.append((b - a).abs().sum((-2, -1)) / (a.sum((-2, -1)) + b.sum((-2, -1))).clamp_min(1e-12))
     return float(torch.cat(changes).mean())
+
+def glide(clips: torch.Tensor, keep: float = 0.1, chunk: int = 64) -> float:
+    "How far the outlines of clips `[N, F, C, H, W]` travel between consecutive frames: the mean length of the shift that aligns them (`aligned_outlines`), in pixels."
+    return float(torch.cat([aligned_outlines(part, keep)[2].double().norm(dim=-1).flatten() for part in clips.split(chunk)]).mean())
 
 def frame_change(clips: torch.Tensor) -> float:
     "Mean |difference| between consecutive frames of clips `[N, F, C, H, W]`."
@@ -239,6 +253,7 @@ class LearningProbe:
         self.outline_moments = _moments(outline_features(self.real))
         self.outline_floor = float(frechet_distance(*_moments(outline_features(other)), *self.outline_moments))
         self.shape_real, self.shape_other = shape_change(self.real), shape_change(other)
+        self.glide_real = glide(self.real)
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d5
 @patch
@@ -257,20 +272,21 @@ def fake_clips(self: LearningProbe, G) -> torch.Tensor:
 
 @patch
 def __call__(self: LearningProbe, G) -> dict:
-    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance and the shape change."
+    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance, the shape change and the glide."
     fake = self.fake_clips(G)
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
     outline = float(frechet_distance(*_moments(outline_features(fake)), *self.outline_moments))
-    mf, ef, sf = frame_change(fake), edge_energy(fake), shape_change(fake)
+    mf, ef, sf, gf = frame_change(fake), edge_energy(fake), shape_change(fake), glide(fake)
     ratio = lambda a, b: a / b if b else math.nan                       # still data (`speed=0`): no motion to compare with
     return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
             'motion_ratio': ratio(mf, self.motion_real), 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ratio(ef, self.edge_real),
             'outline_frechet': outline, 'outline_floor': self.outline_floor, 'shape_fake': sf, 'shape_real': self.shape_real,
-            'shape_ratio': ratio(sf, self.shape_real), 'shape_ratio_floor': ratio(self.shape_other, self.shape_real)}
+            'shape_ratio': ratio(sf, self.shape_real), 'shape_ratio_floor': ratio(self.shape_other, self.shape_real),
+            'glide_fake': gf, 'glide_real': self.glide_real, 'glide_ratio': ratio(gf, self.glide_real)}
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
 LEARNING_TARGETS = {'frechet_over_floor': 3.0, 'motion_ratio': (0.75, 1.33), 'edge_ratio': (0.7, 1.4)}
-LONGER_DEMO = {'kimg': 336.0, 'ema_kimg': 8.0, 'spin': 0.0}  # the longer run, where squares appear (`stylegan-v demo kimg=336 ema_kimg=8 spin=0`; 'Choosing the route')
+LONGER_DEMO = {'kimg': 336.0, 'ema_kimg': 8.0, 'spin': 0.0, 'labels': True}  # the longer run, where squares appear (`stylegan-v demo kimg=336 ema_kimg=8 spin=0 labels=true`; 'Choosing the route')
 
 def meets_targets(ev: dict, targets: dict = LEARNING_TARGETS) -> list[str]:
     "The learning targets a `LearningProbe` result misses (empty: all met), each as one readable line."
@@ -351,6 +367,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             f"{e['outline_frechet']:.2f}, {e['outline_frechet'] / e['outline_floor']:.1f} x its floor {e['outline_floor']:.2f}")
         log(f"      shape change between frames once the shift is taken out (0: rigid; not a target) fake/real "
             f"{e['shape_ratio']:.2f} (real vs other real clips: {e['shape_ratio_floor']:.2f})")
+        log(f"      glide, how far the outlines travel between frames (not a target) fake/real {e['glide_ratio']:.2f} "
+            f"({e['glide_fake']:.2f} against {e['glide_real']:.2f} px)")
         missed = meets_targets(e)
         log(f"      learning targets: {'all met' if not missed else 'missed: ' + '; '.join(missed)}")
     else: log("[3/6] learning measurement skipped (evidence_clips=0)")

@@ -93,9 +93,10 @@ def test_short_training_lowers_the_frechet_distance(tmp_path):
 def test_demo_meets_the_learning_targets(tmp_path, longer):
     """The default demo meets issue 18's targets: measured at 2.05x / 1.87x the floor, motion ratio 1.05 / 1.11, edges
     1.28 / 1.12 (data seeds 0 / 1) as 2-thread runs, and 2.55x, 0.95, 1.22 with 1 torch thread on seed 0
-    (nbs/09_demo.ipynb 'Choosing the route', seventh to tenth rounds). `stylegan-v demo kimg=336 ema_kimg=8 spin=0`
-    (`LONGER_DEMO`) is the run that draws squares: it meets the distance and edge targets with outlines within 2x their
-    floor (1.15x, edges 1.13, outline 1.4x measured); its motion ratio, 1.37 measured, is above the band, so it is
+    (nbs/09_demo.ipynb 'Choosing the route', seventh to tenth rounds). `stylegan-v demo kimg=336 ema_kimg=8 spin=0
+    labels=true` (`LONGER_DEMO`) is the run that draws discs and squares: it meets the distance and edge targets with
+    outlines within 2x their floor and shapes that travel as far as the data's (0.98x, edges 1.17, outline 1.5x, glide
+    0.93 measured, eleventh round); its motion ratio, 1.34 measured, is above the band (its objects morph), so it is
     reported here, not asserted."""
     from stylegan_v.demo import DemoConfig, LONGER_DEMO, meets_targets, run_demo
     s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo'), **(LONGER_DEMO if longer else {})), log=lambda *a: None)
@@ -105,7 +106,7 @@ def test_demo_meets_the_learning_targets(tmp_path, longer):
     else:
         print(f"LONGER_DEMO motion ratio {e['motion_ratio']:.3g}")
         missed = [m for m in meets_targets(e) if not m.startswith('motion_ratio')]
-        assert not missed and e['outline_frechet'] <= 2 * e['outline_floor'], (missed, e)
+        assert not missed and e['outline_frechet'] <= 2 * e['outline_floor'] and 0.75 <= e['glide_ratio'] <= 1.33, (missed, e)
 
 
 def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
@@ -124,8 +125,8 @@ def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
     assert [row['step'] for row in rows] == [0, 2, 4]
     for row in rows:
         assert row['floor'] > 0 and row['frechet'] > 0 and row['motion_ratio'] > 0 and row['edge_ratio'] > 0 and row['rss_gb'] > 0
-        assert row['shape_ratio'] > 0 and row['shape_ratio_floor'] > 0
-    assert lines[head].split()[-2:] == ['shape', 'rss_GB']
+        assert row['shape_ratio'] > 0 and row['shape_ratio_floor'] > 0 and row['glide_real'] > 0 and row['glide_ratio'] >= 0
+    assert lines[head].split()[-3:] == ['shape', 'glide', 'rss_GB']
     assert rows[0]['cpu_s'] == 0 and rows[-1]['cpu_s'] > 0
     assert Image.open(out / 'learning_toy.png').size[0] > 500
     r = subprocess.run([sys.executable, str(bench), '--replot', str(out / 'learning_toy.jsonl'), '--out', str(out)],
