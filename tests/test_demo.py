@@ -88,7 +88,7 @@ def test_short_training_lowers_the_frechet_distance(tmp_path):
     assert abs(np.log(after['motion_ratio'])) < abs(np.log(before['motion_ratio'])), (before, after)
 
 
-@pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the full demos (5-8 and 25-40 minutes): set STYLEGAN_V_SLOW=1')
+@pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the full demos (5-8 and 20-40 minutes): set STYLEGAN_V_SLOW=1')
 @pytest.mark.parametrize('longer', [False, True], ids=['default', 'longer'])
 def test_demo_meets_the_learning_targets(tmp_path, longer):
     """The default demo meets issue 18's targets: measured at 2.05x / 1.87x the floor, motion ratio 1.05 / 1.11, edges
@@ -98,15 +98,14 @@ def test_demo_meets_the_learning_targets(tmp_path, longer):
     outlines within 2x their floor and shapes that travel as far as the data's (0.98x, edges 1.17, outline 1.5x, glide
     0.93 measured, eleventh round); its motion ratio, 1.34 measured, is above the band (its objects morph), so it is
     reported here, not asserted."""
-    from stylegan_v.demo import DemoConfig, LONGER_DEMO, meets_targets, run_demo
+    from stylegan_v.demo import DemoConfig, LONGER_DEMO, longer_demo_misses, meets_targets, run_demo
     s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo'), **(LONGER_DEMO if longer else {})), log=lambda *a: None)
     e = s['evidence']['trained']
     if not longer:
         assert not meets_targets(e), (meets_targets(e), e)
     else:
         print(f"LONGER_DEMO motion ratio {e['motion_ratio']:.3g}")
-        missed = [m for m in meets_targets(e) if not m.startswith('motion_ratio')]
-        assert not missed and e['outline_frechet'] <= 2 * e['outline_floor'] and 0.75 <= e['glide_ratio'] <= 1.33, (missed, e)
+        assert not longer_demo_misses(e), (longer_demo_misses(e), e)
 
 
 def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
