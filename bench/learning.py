@@ -12,7 +12,9 @@ minutes and process CPU seconds:
   (`stylegan_v.demo.shape_change`: how much outlines change between frames once their shift is taken out) fake/real,
   which tells a shape gliding from a shape morphing where (b) counts both as motion; and the glide
   (`stylegan_v.demo.glide`: how far the outlines travel between frames) fake/real, which tells whether the shapes
-  travel as far as the data's.
+  travel as far as the data's; and, for a conditional G, the disc-square gap (`stylegan_v.demo.ShapeAxis`: how
+  differently G draws the frames asked for squares and for discs, 1 as the data's), which tells whether G draws the
+  data's squares, corners and all.
 
 The curves are saved as a PNG plot and the rows as JSON lines beside it.
 
@@ -64,7 +66,7 @@ def main(argv=None):
     print(f"{label}: {rc.data.resolution} px, batch {rc.train.batch_size}, dtype {rc.train.dtype}, floor FD "
           f"{probe.floor:.3f} ({args.clips} vs {args.clips} real clips); stop at "
           f"{f'{max_steps} steps' if max_steps else f'{args.minutes} min'}", flush=True)
-    head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'outline':>7} {'shape':>6} {'glide':>6} {'rss_GB':>7}"
+    head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'outline':>7} {'shape':>6} {'glide':>6} {'gap':>6} {'rss_GB':>7}"
     print(head, flush=True)
     rows, clips = [], iter(trainer.clip_loader())
     (out / f'learning_{label}.jsonl').unlink(missing_ok=True)   # rows are appended as they are measured
@@ -77,7 +79,7 @@ def main(argv=None):
         rows.append(row)
         with open(out / f'learning_{label}.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
         print(f"{row['step']:6d} {row['minutes']:6.2f} {cpu:7.0f} {ev['frechet']:8.3f} {ev['frechet'] / probe.floor:8.2f} "
-              f"{ev['motion_ratio']:7.3f} {ev['edge_ratio']:7.3f} {ev['outline_frechet'] / ev['outline_floor']:7.2f} {ev['shape_ratio']:6.2f} {ev['glide_ratio']:6.2f} {rss:7.2f}", flush=True)
+              f"{ev['motion_ratio']:7.3f} {ev['edge_ratio']:7.3f} {ev['outline_frechet'] / ev['outline_floor']:7.2f} {ev['shape_ratio']:6.2f} {ev['glide_ratio']:6.2f} {ev['disc_square_gap']:6.2f} {rss:7.2f}", flush=True)
 
     measure()
     while True:
@@ -99,7 +101,7 @@ def plot(runs: dict, path, x='minutes'):
     "Curves of one or more runs (`{label: rows}`) against `x` ('minutes' or 'step'), with the floor and the targets."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 6, figsize=(25, 3.4))
+    fig, axes = plt.subplots(1, 7, figsize=(29, 3.4))
     for label, rows in runs.items():
         xs = [r[x] for r in rows]
         line, = axes[0].plot(xs, [r['frechet'] for r in rows], marker='.', label=label)
@@ -110,11 +112,13 @@ def plot(runs: dict, path, x='minutes'):
         axes[3].plot(xs, outline, marker='.', color=line.get_color())
         axes[4].plot(xs, [r.get('shape_ratio', math.nan) for r in rows], marker='.', color=line.get_color())  # older runs: none
         axes[5].plot(xs, [r.get('glide_ratio', math.nan) for r in rows], marker='.', color=line.get_color())  # older runs: none
+        axes[6].plot(xs, [r.get('disc_square_gap', math.nan) for r in rows], marker='.', color=line.get_color())  # older runs: none
     axes[0].set_yscale('log'); axes[0].set_title('Fréchet distance (dashed: target, 3x the real-vs-real floor)', fontsize=9)
     axes[1].set_title('mean |frame change|, fake / real', fontsize=9); axes[2].set_title('edge energy, fake / real', fontsize=9)
     axes[3].set_yscale('log'); axes[3].set_title('outline distance / its floor (not a target)', fontsize=9); axes[3].axhline(1, color='k', ls=':', lw=0.8)
     axes[4].set_title('shape change between frames, fake / real (not a target)', fontsize=9); axes[4].axhline(1, color='k', ls=':', lw=0.8)
     axes[5].set_title('glide (how far outlines travel), fake / real (not a target)', fontsize=9); axes[5].axhline(1, color='k', ls=':', lw=0.8)
+    axes[6].set_title('disc-square gap, conditional G (1: as the data\'s; not a target)', fontsize=9); axes[6].axhline(1, color='k', ls=':', lw=0.8)
     for ax, (lo, hi) in ((axes[1], (0.75, 1.33)), (axes[2], (0.7, 1.4))):
         ax.axhspan(lo, hi, color='g', alpha=0.1); ax.axhline(1, color='k', ls=':', lw=0.8)
     for ax in axes: ax.set_xlabel('training minutes (wall clock)' if x == 'minutes' else 'training steps')

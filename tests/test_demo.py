@@ -88,16 +88,16 @@ def test_short_training_lowers_the_frechet_distance(tmp_path):
     assert abs(np.log(after['motion_ratio'])) < abs(np.log(before['motion_ratio'])), (before, after)
 
 
-@pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the full demos (5-8 and 20-40 minutes): set STYLEGAN_V_SLOW=1')
+@pytest.mark.skipif(not os.environ.get('STYLEGAN_V_SLOW'), reason='the full demos (6-9 and 20-40 minutes): set STYLEGAN_V_SLOW=1')
 @pytest.mark.parametrize('longer', [False, True], ids=['default', 'longer'])
 def test_demo_meets_the_learning_targets(tmp_path, longer):
-    """The default demo meets issue 18's targets: measured at 2.05x / 1.87x the floor, motion ratio 1.05 / 1.11, edges
-    1.28 / 1.12 (data seeds 0 / 1) as 2-thread runs, and 2.55x, 0.95, 1.22 with 1 torch thread on seed 0
-    (nbs/09_demo.ipynb 'Choosing the route', seventh to tenth rounds). `stylegan-v demo kimg=336 ema_kimg=8 spin=0
-    labels=true` (`LONGER_DEMO`) is the run that draws discs and squares: it meets the distance and edge targets with
-    outlines within 2x their floor and shapes that travel as far as the data's (0.98x, edges 1.17, outline 1.5x, glide
-    0.93 measured, eleventh round); its motion ratio, 1.34 measured, is above the band (its objects morph), so it is
-    reported here, not asserted."""
+    """The default demo meets issue 18's targets: measured at 1.56x the floor, motion ratio 1.28, edges 1.17 (data seed
+    0, 2 threads, as this test runs it) and at 1.66x / 1.90x, 1.20 / 1.17, 1.06 / 1.09 with 1 torch thread on data
+    seeds 0 / 1; one run of four missed (seed 1 with 2 threads: motion 1.52) (nbs/09_demo.ipynb 'Choosing the route',
+    twelfth round). `stylegan-v demo kimg=336 ema_kimg=8 labels=true` (`LONGER_DEMO`) is the run that draws discs and
+    squares: it meets the distance and edge targets with outlines within 2x their floor and shapes that travel as far
+    as the data's (0.98x, edges 1.17, outline 1.5x, glide 0.93 measured, eleventh round); its motion ratio, 1.34
+    measured, is above the band (its objects morph), so it is reported here, not asserted."""
     from stylegan_v.demo import DemoConfig, LONGER_DEMO, longer_demo_misses, meets_targets, run_demo
     s = run_demo(DemoConfig(outdir=str(tmp_path / 'demo'), **(LONGER_DEMO if longer else {})), log=lambda *a: None)
     e = s['evidence']['trained']
@@ -125,7 +125,8 @@ def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
     for row in rows:
         assert row['floor'] > 0 and row['frechet'] > 0 and row['motion_ratio'] > 0 and row['edge_ratio'] > 0 and row['rss_gb'] > 0
         assert row['shape_ratio'] > 0 and row['shape_ratio_floor'] > 0 and row['glide_real'] > 0 and row['glide_ratio'] >= 0
-    assert lines[head].split()[-3:] == ['shape', 'glide', 'rss_GB']
+        assert {'disc_square_gap', 'disc_square_gap_real'} <= row.keys()
+    assert lines[head].split()[-4:] == ['shape', 'glide', 'gap', 'rss_GB']
     assert rows[0]['cpu_s'] == 0 and rows[-1]['cpu_s'] > 0
     assert Image.open(out / 'learning_toy.png').size[0] > 500
     r = subprocess.run([sys.executable, str(bench), '--replot', str(out / 'learning_toy.jsonl'), '--out', str(out)],
