@@ -345,11 +345,13 @@ def meets_targets(ev: dict, targets: dict = LEARNING_TARGETS) -> list[str]:
 
 def longer_demo_misses(ev: dict) -> list[str]:
     """What `LONGER_DEMO` is checked for and a probe result misses (empty: all met): the distance and edge targets,
-    outlines within 2 x their floor and a glide in [0.75, 1.33]; not the motion band, which its morphing shapes leave."""
+    outlines within 2 x their floor, a glide in [0.75, 1.33] and a disc-square gap of at least 0.15 (its two classes
+    drawn apart: 0.24 and 0.31 measured); not the motion band, which its morphing shapes leave."""
     missed = [m for m in meets_targets(ev) if not m.startswith('motion_ratio')]
     if not ev['outline_frechet'] <= 2 * ev['outline_floor']:
         missed.append(f"outline distance {ev['outline_frechet']:.3g} > 2 x its floor {ev['outline_floor']:.3g}")
     if not 0.75 <= ev['glide_ratio'] <= 1.33: missed.append(f"glide_ratio {ev['glide_ratio']:.3g} outside [0.75, 1.33]")
+    if not ev['disc_square_gap'] >= 0.15: missed.append(f"disc_square_gap {ev['disc_square_gap']:.3g} < 0.15")
     return missed
 
 # %% ../nbs/09_demo.ipynb #cc10ecca
