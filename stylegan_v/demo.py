@@ -291,7 +291,7 @@ class LearningProbe:
         self.outline_floor = float(frechet_distance(*_moments(outline_features(other)), *self.outline_moments))
         self.shape_real, self.shape_other = shape_change(self.real), shape_change(other)
         self.glide_real = glide(self.real)
-        shapes = video_shapes(dataset, [dataset._video((stream.item(p) + it['skipped']) % len(dataset)) for p, it in enumerate(items)])
+        shapes = video_shapes(dataset, [dataset._video(stream.item_index(p, it['skipped'])) for p, it in enumerate(items)])
         self.shapes = self.shape_axis = None                                      # the disc-square gap: where the data labels disc or square
         self.gap_real = math.nan
         if shapes is not None and {0, 1} <= set(shapes[:num_clips].tolist()) and {0, 1} <= set(shapes[num_clips:].tolist()):

@@ -64,12 +64,16 @@ class ClipStream(torch.utils.data.Dataset):
             self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)))
         return int(self._perm[1][n])
 
+    def item_index(self, p: int, skipped: int = 0) -> int:
+        "The dataset item clip `p` is read from once `skipped` items before it failed to decode (its `'skipped'`)."
+        return (self.item(p) + skipped) % len(self.dataset)
+
     def __len__(self) -> int: return len(self.dataset)
 
     def __getitem__(self, p: int):
         "Clip `p`; when its video fails to decode, the next item of the pass instead (one warning naming it; `skipped` counts them)."
         for k in range(MAX_DECODE_SKIPS + 1):
-            idx = (self.item(p) + k) % len(self.dataset)   # a pure function of p and of which files fail
+            idx = self.item_index(p, k)   # a pure function of p and of which files fail
             try: clip = self.dataset.get_clip(idx, rng=counter_seed(self.seed, 1, p))
             except SCAN_ERRORS as e:
                 warnings.warn(f"skipping {self.dataset.describe_item(idx)} (it failed to decode: {' '.join(str(e).split())}); "
