@@ -12,7 +12,8 @@ minutes and process CPU seconds:
   (`stylegan_v.demo.shape_change`: how much outlines change between frames once their shift is taken out) fake/real,
   which tells a shape gliding from a shape morphing where (b) counts both as motion; and the glide
   (`stylegan_v.demo.glide`: how far the outlines travel between frames) fake/real, which tells whether the shapes
-  travel as far as the data's; and, for a conditional G, the disc-square gap (`stylegan_v.demo.ShapeAxis`: how
+  travel as far as the data's; and the shimmer (`stylegan_v.demo.shimmer`: the frame change made of small per-pixel
+  changes, over the data's whole frame change), the part of (b) that a still background shimmering adds; and, for a conditional G, the disc-square gap (`stylegan_v.demo.ShapeAxis`: how
   differently G draws the frames asked for squares and for discs, 1 as the data's), which tells whether G draws the
   data's squares, corners and all.
 
@@ -66,7 +67,7 @@ def main(argv=None):
     print(f"{label}: {rc.data.resolution} px, batch {rc.train.batch_size}, dtype {rc.train.dtype}, floor FD "
           f"{probe.floor:.3f} ({args.clips} vs {args.clips} real clips); stop at "
           f"{f'{max_steps} steps' if max_steps else f'{args.minutes} min'}", flush=True)
-    head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'outline':>7} {'shape':>6} {'glide':>6} {'gap':>6} {'rss_GB':>7}"
+    head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'outline':>7} {'shape':>6} {'glide':>6} {'shimmer':>7} {'gap':>6} {'rss_GB':>7}"
     print(head, flush=True)
     rows, clips = [], iter(trainer.clip_loader())
     (out / f'learning_{label}.jsonl').unlink(missing_ok=True)   # rows are appended as they are measured
@@ -79,7 +80,7 @@ def main(argv=None):
         rows.append(row)
         with open(out / f'learning_{label}.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
         print(f"{row['step']:6d} {row['minutes']:6.2f} {cpu:7.0f} {ev['frechet']:8.3f} {ev['frechet'] / probe.floor:8.2f} "
-              f"{ev['motion_ratio']:7.3f} {ev['edge_ratio']:7.3f} {ev['outline_frechet'] / ev['outline_floor']:7.2f} {ev['shape_ratio']:6.2f} {ev['glide_ratio']:6.2f} {ev['disc_square_gap']:6.2f} {rss:7.2f}", flush=True)
+              f"{ev['motion_ratio']:7.3f} {ev['edge_ratio']:7.3f} {ev['outline_frechet'] / ev['outline_floor']:7.2f} {ev['shape_ratio']:6.2f} {ev['glide_ratio']:6.2f} {ev['shimmer_ratio']:7.2f} {ev['disc_square_gap']:6.2f} {rss:7.2f}", flush=True)
 
     measure()
     while True:
@@ -107,6 +108,7 @@ def plot(runs: dict, path, x='minutes'):
         line, = axes[0].plot(xs, [r['frechet'] for r in rows], marker='.', label=label)
         axes[0].plot(xs, [3 * r['floor'] for r in rows], color=line.get_color(), ls='--', lw=0.8)
         axes[1].plot(xs, [r['motion_ratio'] for r in rows], marker='.', color=line.get_color())
+        axes[1].plot(xs, [r.get('shimmer_ratio', math.nan) for r in rows], color=line.get_color(), ls='--', lw=0.8)  # older runs: none
         axes[2].plot(xs, [r['edge_ratio'] for r in rows], marker='.', color=line.get_color())
         outline = [r['outline_frechet'] / r['outline_floor'] if 'outline_frechet' in r else math.nan for r in rows]  # older runs: none
         axes[3].plot(xs, outline, marker='.', color=line.get_color())
@@ -114,7 +116,7 @@ def plot(runs: dict, path, x='minutes'):
         axes[5].plot(xs, [r.get('glide_ratio', math.nan) for r in rows], marker='.', color=line.get_color())  # older runs: none
         axes[6].plot(xs, [r.get('disc_square_gap', math.nan) for r in rows], marker='.', color=line.get_color())  # older runs: none
     axes[0].set_yscale('log'); axes[0].set_title('Fréchet distance (dashed: target, 3x the real-vs-real floor)', fontsize=9)
-    axes[1].set_title('mean |frame change|, fake / real', fontsize=9); axes[2].set_title('edge energy, fake / real', fontsize=9)
+    axes[1].set_title('mean |frame change|, fake / real (dashed: of it, shimmer)', fontsize=9); axes[2].set_title('edge energy, fake / real', fontsize=9)
     axes[3].set_yscale('log'); axes[3].set_title('outline distance / its floor (not a target)', fontsize=9); axes[3].axhline(1, color='k', ls=':', lw=0.8)
     axes[4].set_title('shape change between frames, fake / real (not a target)', fontsize=9); axes[4].axhline(1, color='k', ls=':', lw=0.8)
     axes[5].set_title('glide (how far outlines travel), fake / real (not a target)', fontsize=9); axes[5].axhline(1, color='k', ls=':', lw=0.8)

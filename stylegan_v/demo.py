@@ -35,7 +35,7 @@ from .train import demo_train_config, plot_training, train
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
            'clip_features', 'edge_maps', 'outline_features', 'aligned_outlines', 'shape_change', 'glide',
-           'frame_change', 'edge_energy', 'outline_spectra', 'ShapeAxis', 'disc_square_gap', 'video_shapes',
+           'frame_change', 'shimmer', 'edge_energy', 'outline_spectra', 'ShapeAxis', 'disc_square_gap', 'video_shapes',
            'LearningProbe', 'meets_targets', 'longer_demo_misses', 'sample_classes', 'last_class', 'render_samples',
            'render_decomposition', 'run_demo', 'cli_main']
 
@@ -229,6 +229,20 @@ def frame_change(clips: torch.Tensor) -> float:
     "Mean |difference| between consecutive frames of clips `[N, F, C, H, W]`."
     return float((clips[:, 1:] - clips[:, :-1]).abs().mean())
 
+def shimmer(clips: torch.Tensor, keep: float = 0.1, margin: int = 2) -> float:
+    """The part of `frame_change` away from every outline: the |difference| between consecutive frames of clips
+    `[N, F, C, H, W]` (mean over channels) at the pixels farther than `margin` px from the outlines of both frames (each
+    frame's strongest `keep` of edge-map pixels, as `aligned_outlines` takes them), 0 nearer, averaged like
+    `frame_change`. A shape gliding changes its frames near its outline only; a background or a flat interior that
+    flickers adds to it."""
+    d = (clips[:, 1:] - clips[:, :-1]).abs().mean(-3)                        # [N, F-1, H, W]
+    E = edge_maps(clips)[..., 0, :, :].float()
+    q = torch.quantile(E.flatten(-2), 1 - keep, dim=-1)[..., None, None]
+    outline = (E >= q) & (E > 0)                                               # a flat frame has no outline
+    near = (outline[:, 1:] | outline[:, :-1]).flatten(0, 1)[:, None].float()
+    near = torch.nn.functional.max_pool2d(near, 2 * margin + 1, 1, margin)[:, 0].reshape(d.shape) > 0
+    return float((d * ~near).mean())
+
 def edge_energy(clips: torch.Tensor) -> float:
     "Mean image-gradient magnitude (forward differences) of the frames of `[..., C, H, W]`."
     dx, dy = clips[..., :-1, 1:] - clips[..., :-1, :-1], clips[..., 1:, :-1] - clips[..., :-1, :-1]
@@ -290,7 +304,7 @@ class LearningProbe:
         self.outline_moments = _moments(outline_features(self.real))
         self.outline_floor = float(frechet_distance(*_moments(outline_features(other)), *self.outline_moments))
         self.shape_real, self.shape_other = shape_change(self.real), shape_change(other)
-        self.glide_real = glide(self.real)
+        self.glide_real, self.shimmer_real = glide(self.real), shimmer(self.real)
         shapes = video_shapes(dataset, [dataset._video(stream.item_index(p, it['skipped'])) for p, it in enumerate(items)])
         self.shapes = self.shape_axis = None                                      # the disc-square gap: where the data labels disc or square
         self.gap_real = math.nan
@@ -315,18 +329,19 @@ def fake_clips(self: LearningProbe, G) -> torch.Tensor:
 
 @patch
 def __call__(self: LearningProbe, G) -> dict:
-    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance, the shape change, the glide and the disc-square gap."
+    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance, the shape change, the glide, the shimmer and the disc-square gap."
     fake = self.fake_clips(G)
     gap = disc_square_gap(self.shape_axis(fake), self.shapes) if self.shape_axis is not None and G.c_dim else math.nan  # asked for the clips' shapes
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
     outline = float(frechet_distance(*_moments(outline_features(fake)), *self.outline_moments))
-    mf, ef, sf, gf = frame_change(fake), edge_energy(fake), shape_change(fake), glide(fake)
+    mf, ef, sf, gf, hf = frame_change(fake), edge_energy(fake), shape_change(fake), glide(fake), shimmer(fake)
     ratio = lambda a, b: a / b if b else math.nan                       # still data (`speed=0`): no motion to compare with
     return {'frechet': fd, 'floor': self.floor, 'motion_fake': mf, 'motion_real': self.motion_real,
             'motion_ratio': ratio(mf, self.motion_real), 'edge_fake': ef, 'edge_real': self.edge_real, 'edge_ratio': ratio(ef, self.edge_real),
             'outline_frechet': outline, 'outline_floor': self.outline_floor, 'shape_fake': sf, 'shape_real': self.shape_real,
             'shape_ratio': ratio(sf, self.shape_real), 'shape_ratio_floor': ratio(self.shape_other, self.shape_real),
             'glide_fake': gf, 'glide_real': self.glide_real, 'glide_ratio': ratio(gf, self.glide_real),
+            'shimmer_fake': hf, 'shimmer_real': self.shimmer_real, 'shimmer_ratio': ratio(hf, self.motion_real),   # over the data's whole change: the part of the motion ratio that is shimmer
             'disc_square_gap': gap, 'disc_square_gap_real': self.gap_real}
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
@@ -425,6 +440,9 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             f"{e['shape_ratio']:.2f} (real vs other real clips: {e['shape_ratio_floor']:.2f})")
         log(f"      glide, how far the outlines travel between frames (not a target) fake/real {e['glide_ratio']:.2f} "
             f"({e['glide_fake']:.2f} against {e['glide_real']:.2f} px)")
+        log(f"      shimmer, the frame change made of small per-pixel changes (a still background should have none; not a target) "
+            f"{e['shimmer_ratio']:.2f} of the data's whole frame change (the data's own: "
+            f"{e['shimmer_real'] / e['motion_real'] if e['motion_real'] else math.nan:.2f})")
         if not math.isnan(e['disc_square_gap']):
             log(f"      disc-square gap, how differently G draws the two classes' outlines (0: alike, 1: as the data's discs and squares; "
                 f"strict: rounded corners lie between; not a target) {e['disc_square_gap']:.2f} (the data's: {e['disc_square_gap_real']:.2f})")
