@@ -440,7 +440,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
             f"{e['shape_ratio']:.2f} (real vs other real clips: {e['shape_ratio_floor']:.2f})")
         log(f"      glide, how far the outlines travel between frames (not a target) fake/real {e['glide_ratio']:.2f} "
             f"({e['glide_fake']:.2f} against {e['glide_real']:.2f} px)")
-        log(f"      shimmer, the frame change made of small per-pixel changes (a still background should have none; not a target) "
+        log(f"      shimmer, the frame change away from every outline (a still background has none; not a target) "
             f"{e['shimmer_ratio']:.2f} of the data's whole frame change (the data's own: "
             f"{e['shimmer_real'] / e['motion_real'] if e['motion_real'] else math.nan:.2f})")
         if not math.isnan(e['disc_square_gap']):
