@@ -12,8 +12,9 @@ minutes and process CPU seconds:
   (`stylegan_v.demo.shape_change`: how much outlines change between frames once their shift is taken out) fake/real,
   which tells a shape gliding from a shape morphing where (b) counts both as motion; and the glide
   (`stylegan_v.demo.glide`: how far the outlines travel between frames) fake/real, which tells whether the shapes
-  travel as far as the data's; and the shimmer (`stylegan_v.demo.shimmer`: the frame change made of small per-pixel
-  changes, over the data's whole frame change), the part of (b) that a still background shimmering adds; and, for a conditional G, the disc-square gap (`stylegan_v.demo.ShapeAxis`: how
+  travel as far as the data's; and the shimmer (`stylegan_v.demo.shimmer`: the frame change away from every outline,
+  over the data's whole frame change), the part of (b) that a flickering background or shape interior adds; and, for
+  a conditional G, the disc-square gap (`stylegan_v.demo.ShapeAxis`: how
   differently G draws the frames asked for squares and for discs, 1 as the data's), which tells whether G draws the
   data's squares, corners and all.
 
