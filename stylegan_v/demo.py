@@ -34,10 +34,10 @@ from .train import demo_train_config, plot_training, train
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
            'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
-           'clip_features', 'edge_maps', 'outline_features', 'aligned_outlines', 'shape_change', 'glide',
-           'frame_change', 'shimmer', 'edge_energy', 'outline_spectra', 'ShapeAxis', 'disc_square_gap', 'video_shapes',
-           'LearningProbe', 'meets_targets', 'longer_demo_misses', 'sample_classes', 'last_class', 'render_samples',
-           'render_decomposition', 'run_demo', 'cli_main']
+           'clip_features', 'edge_maps', 'outline_features', 'strongest_edges', 'aligned_outlines', 'shape_change',
+           'glide', 'frame_change', 'shimmer', 'edge_energy', 'outline_spectra', 'ShapeAxis', 'disc_square_gap',
+           'video_shapes', 'LearningProbe', 'meets_targets', 'longer_demo_misses', 'sample_classes', 'last_class',
+           'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -193,13 +193,17 @@ def outline_features(clips: torch.Tensor, dim: int = 64, seed: int = 0) -> torch
     "Clips `[N, F, C, H, W]` -> fixed features of their outlines: `clip_features` of the frames' edge maps at 16x16."
     return clip_features(edge_maps(clips), dim, seed, pool=16)
 
+def strongest_edges(clips: torch.Tensor, keep: float = 0.1) -> torch.Tensor:
+    "The outlines of the frames of clips `[N, F, C, H, W]`: each frame's edge map (float64) with all but its strongest `keep` of pixels zeroed, `[N, F, H, W]`."
+    E = edge_maps(clips)[..., 0, :, :].double()
+    return E * (E >= torch.quantile(E.flatten(-2), 1 - keep, dim=-1)[..., None, None])
+
 def aligned_outlines(clips: torch.Tensor, keep: float = 0.1):
     """Consecutive frames of clips `[N, F, C, H, W]` as outlines, each pair aligned: each frame's strongest `keep` of
     edge-map pixels; `(a, b, shift)` with `a` the earlier frames rolled by the integer (circular) shift that correlates
     them best with the later frames `b` (`[N, F-1, H, W]`), and that shift in pixels (`[N, F-1, 2]`, rows and columns,
     each in [-size/2, size/2))."""
-    E = edge_maps(clips)[..., 0, :, :].double()                                           # [N, F, H, W]
-    E = E * (E >= torch.quantile(E.flatten(2), 1 - keep, dim=2)[..., None, None])
+    E = strongest_edges(clips, keep)                                                      # [N, F, H, W]
     a, b = E[:, :-1], E[:, 1:]
     H, W = E.shape[-2:]
     corr = torch.fft.irfft2(torch.fft.rfft2(b) * torch.fft.rfft2(a).conj(), s=(H, W))      # corr[s] = sum_x b(x) a(x - s)
@@ -232,13 +236,11 @@ def frame_change(clips: torch.Tensor) -> float:
 def shimmer(clips: torch.Tensor, keep: float = 0.1, margin: int = 2) -> float:
     """The part of `frame_change` away from every outline: the |difference| between consecutive frames of clips
     `[N, F, C, H, W]` (mean over channels) at the pixels farther than `margin` px from the outlines of both frames (each
-    frame's strongest `keep` of edge-map pixels, as `aligned_outlines` takes them), 0 nearer, averaged like
+    frame's strongest `keep` of edge-map pixels: `strongest_edges`), 0 nearer, averaged like
     `frame_change`. A shape gliding changes its frames near its outline only; a background or a flat interior that
     flickers adds to it."""
     d = (clips[:, 1:] - clips[:, :-1]).abs().mean(-3)                        # [N, F-1, H, W]
-    E = edge_maps(clips)[..., 0, :, :].float()
-    q = torch.quantile(E.flatten(-2), 1 - keep, dim=-1)[..., None, None]
-    outline = (E >= q) & (E > 0)                                               # a flat frame has no outline
+    outline = strongest_edges(clips, keep) > 0                                 # a flat frame has no outline
     near = (outline[:, 1:] | outline[:, :-1]).flatten(0, 1)[:, None].float()
     near = torch.nn.functional.max_pool2d(near, 2 * margin + 1, 1, margin)[:, 0].reshape(d.shape) > 0
     return float((d * ~near).mean())
