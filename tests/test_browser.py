@@ -173,11 +173,21 @@ def test_explorer_in_jupyterlab(chromium, lab):
             page.locator('button.svx-new-motion').first.click()
             new_motion = wait_change('3_new_motion', moved)
 
-            buttons = page.locator('.svx-play button')       # play, pause, stop, repeat
+            def wait_readout(ok, what: str, timeout: float = 20) -> float:
+                # the time slider follows play through the kernel, so its readout is polled, never read once
+                deadline = time.monotonic() + timeout
+                while True:
+                    value = float(page.locator('.svx-t .widget-readout').first.inner_text())
+                    if ok(value): return value
+                    if time.monotonic() > deadline: raise AssertionError(f"{what}: the time slider reads {value}")
+                    time.sleep(0.1)
+
+            buttons = page.locator('.svx-play button')       # ipywidgets 8: play/pause, stop, repeat
             buttons.nth(0).click()
             wait_change('4_playing', new_motion)
+            wait_readout(lambda t: t > float(readout), "play did not advance t")
             buttons.nth(1).click()
-            assert float(page.locator('.svx-t .widget-readout').first.inner_text()) > float(readout), "play did not advance t"
+            wait_readout(lambda t: t == 0, "stop did not take t back to 0")
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / 'failure_page.png'))
             raise
