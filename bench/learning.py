@@ -13,7 +13,9 @@ minutes and process CPU seconds:
   which tells a shape gliding from a shape morphing where (b) counts both as motion; and the glide
   (`stylegan_v.demo.glide`: how far the outlines travel between frames) fake/real, which tells whether the shapes
   travel as far as the data's; and the shimmer (`stylegan_v.demo.shimmer`: the frame change away from every outline,
-  over the data's whole frame change), the part of (b) that a flickering background or shape interior adds; and, for
+  over the data's whole frame change), the part of (b) that a flickering background or shape interior adds; and the
+  motion between neighbouring frames (column `motion1`: `stylegan_v.demo.motion_by_gap` at a gap of 1 frame, fake/real,
+  on 16 consecutive frames), which is highest for shapes that wobble back and forth; and, for
   a conditional G, the disc-square gap (`stylegan_v.demo.ShapeAxis`: how
   differently G draws the frames asked for squares and for discs, 1 as the data's), which tells whether G draws the
   data's squares, corners and all.
@@ -68,7 +70,7 @@ def main(argv=None):
     print(f"{label}: {rc.data.resolution} px, batch {rc.train.batch_size}, dtype {rc.train.dtype}, floor FD "
           f"{probe.floor:.3f} ({args.clips} vs {args.clips} real clips); stop at "
           f"{f'{max_steps} steps' if max_steps else f'{args.minutes} min'}", flush=True)
-    head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'outline':>7} {'shape':>6} {'glide':>6} {'shimmer':>7} {'gap':>6} {'rss_GB':>7}"
+    head = f"{'step':>6} {'min':>6} {'cpu_s':>7} {'FD':>8} {'FD/floor':>8} {'motion':>7} {'edges':>7} {'outline':>7} {'shape':>6} {'glide':>6} {'shimmer':>7} {'motion1':>7} {'gap':>6} {'rss_GB':>7}"
     print(head, flush=True)
     rows, clips = [], iter(trainer.clip_loader())
     (out / f'learning_{label}.jsonl').unlink(missing_ok=True)   # rows are appended as they are measured
@@ -81,7 +83,7 @@ def main(argv=None):
         rows.append(row)
         with open(out / f'learning_{label}.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
         print(f"{row['step']:6d} {row['minutes']:6.2f} {cpu:7.0f} {ev['frechet']:8.3f} {ev['frechet'] / probe.floor:8.2f} "
-              f"{ev['motion_ratio']:7.3f} {ev['edge_ratio']:7.3f} {ev['outline_frechet'] / ev['outline_floor']:7.2f} {ev['shape_ratio']:6.2f} {ev['glide_ratio']:6.2f} {ev['shimmer_ratio']:7.2f} {ev['disc_square_gap']:6.2f} {rss:7.2f}", flush=True)
+              f"{ev['motion_ratio']:7.3f} {ev['edge_ratio']:7.3f} {ev['outline_frechet'] / ev['outline_floor']:7.2f} {ev['shape_ratio']:6.2f} {ev['glide_ratio']:6.2f} {ev['shimmer_ratio']:7.2f} {(ev['motion_by_gap_ratio'] or [math.nan])[0]:7.2f} {ev['disc_square_gap']:6.2f} {rss:7.2f}", flush=True)
 
     measure()
     while True:

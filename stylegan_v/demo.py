@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,13 @@ from .trainer import ClipStream, Trainer, counter_seed, open_training_dataset
 from .train import demo_train_config, plot_training, train
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig', 'small_model_kwargs', 'frame_strip', 'write_gif',
-           'native_bf16', 'demo_dtype', 'check_demo_config', 'demo_dataset', 'demo_run_config', 'probe_dataset',
-           'clip_features', 'edge_maps', 'outline_features', 'strongest_edges', 'aligned_outlines', 'shape_change',
-           'glide', 'frame_change', 'shimmer', 'edge_energy', 'outline_spectra', 'ShapeAxis', 'disc_square_gap',
-           'video_shapes', 'LearningProbe', 'meets_targets', 'longer_demo_misses', 'sample_classes', 'last_class',
-           'render_samples', 'render_decomposition', 'run_demo', 'cli_main']
+__all__ = ['DEMO_MODEL', 'MOTION_GAPS', 'STEADY_VIDEOS', 'STEADY_FRAMES', 'LEARNING_TARGETS', 'LONGER_DEMO', 'DemoConfig',
+           'small_model_kwargs', 'frame_strip', 'write_gif', 'native_bf16', 'demo_dtype', 'check_demo_config',
+           'demo_dataset', 'demo_run_config', 'probe_dataset', 'clip_features', 'edge_maps', 'outline_features',
+           'strongest_edges', 'aligned_outlines', 'shape_change', 'glide', 'frame_change', 'motion_by_gap', 'shimmer',
+           'edge_energy', 'outline_spectra', 'ShapeAxis', 'disc_square_gap', 'video_shapes', 'LearningProbe',
+           'meets_targets', 'longer_demo_misses', 'sample_classes', 'last_class', 'render_samples',
+           'render_decomposition', 'run_demo', 'cli_main']
 
 # %% ../nbs/09_demo.ipynb #154e935d
 @dataclasses.dataclass
@@ -233,6 +235,13 @@ def frame_change(clips: torch.Tensor) -> float:
     "Mean |difference| between consecutive frames of clips `[N, F, C, H, W]`."
     return float((clips[:, 1:] - clips[:, :-1]).abs().mean())
 
+MOTION_GAPS = (1, 2, 4, 8)   # frame gaps of `motion_by_gap` in `LearningProbe`
+
+def motion_by_gap(videos: torch.Tensor, gaps: typing.Sequence[int] = MOTION_GAPS) -> list[float]:
+    "Mean |difference| between the frames of videos `[N, T, C, H, W]` that lie `g` frames apart, for each `g` of `gaps` (each < T)."
+    if not all(0 < g < videos.shape[1] for g in gaps): raise ValueError(f"gaps {list(gaps)}: expected each in [1, {videos.shape[1] - 1}]")
+    return [float((videos[:, g:] - videos[:, :-g]).abs().mean()) for g in gaps]
+
 def shimmer(clips: torch.Tensor, keep: float = 0.1, margin: int = 2) -> float:
     """The part of `frame_change` away from every outline: the |difference| between consecutive frames of clips
     `[N, F, C, H, W]` (mean over channels) at the pixels farther than `margin` px from the outlines of both frames (each
@@ -291,6 +300,8 @@ def _moments(f: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     f = f.double().numpy()
     return f.mean(0), np.cov(f, rowvar=False)
 
+STEADY_VIDEOS, STEADY_FRAMES = 64, 16   # the motion by gap: the first frames of up to this many of the probe's videos
+
 class LearningProbe:
     "Fixed real clips, codes and frame times of a dataset: how close a generator's clips are to the data's (see above)."
     def __init__(self, dataset: VideoDataset, num_clips: int = 512, seed: int = 0, batch: int = 64):
@@ -307,7 +318,18 @@ class LearningProbe:
         self.outline_floor = float(frechet_distance(*_moments(outline_features(other)), *self.outline_moments))
         self.shape_real, self.shape_other = shape_change(self.real), shape_change(other)
         self.glide_real, self.shimmer_real = glide(self.real), shimmer(self.real)
-        shapes = video_shapes(dataset, [dataset._video(stream.item_index(p, it['skipped'])) for p, it in enumerate(items)])
+        videos = [dataset._video(stream.item_index(p, it['skipped'])) for p, it in enumerate(items)]
+        first = {}                                                                # the motion by gap: the first frames of distinct videos
+        for p, v in enumerate(videos[:num_clips]): first.setdefault(v, p)
+        picked = list(first.items())[:STEADY_VIDEOS]                              # (video, the first clip from it)
+        frames_each = min(STEADY_FRAMES, min(dataset.source.lengths[v] for v, _ in picked))
+        self.steady_real = torch.stack([torch.from_numpy(dataset.source.load_frames(v, list(range(frames_each))))
+                                        for v, _ in picked]).float() / 127.5 - 1   # [videos, frames_each, C, H, W]
+        self.steady_times = torch.arange(frames_each).double().repeat(len(picked), 1)
+        self.steady_labels = torch.stack([items[p]['label'] for _, p in picked])
+        self.gaps = [g for g in MOTION_GAPS if g < frames_each]
+        self.gap_motion_real = motion_by_gap(self.steady_real, self.gaps)
+        shapes = video_shapes(dataset, videos)
         self.shapes = self.shape_axis = None                                      # the disc-square gap: where the data labels disc or square
         self.gap_real = math.nan
         if shapes is not None and {0, 1} <= set(shapes[:num_clips].tolist()) and {0, 1} <= set(shapes[num_clips:].tolist()):
@@ -319,20 +341,31 @@ class LearningProbe:
 @torch.no_grad()
 def fake_clips(self: LearningProbe, G) -> torch.Tensor:
     "G's clips (`noise_mode='const'`) at the real clips' frame times, from fixed content codes and motion noise."
+    return self._render(G, self.times, self.labels, streams=(9, 10))
+
+@patch
+@torch.no_grad()
+def fake_steady(self: LearningProbe, G) -> torch.Tensor:
+    "G's videos at frames 0, 1, 2, ... (as many as `steady_real` holds), from their own fixed codes and motion noise."
+    return self._render(G, self.steady_times, self.steady_labels, streams=(11, 12))
+
+@patch
+def _render(self: LearningProbe, G, times: torch.Tensor, labels: torch.Tensor, streams: tuple[int, int]) -> torch.Tensor:
     device, out = next(G.parameters()).device, []
-    for start in range(0, len(self.real), self.batch):
-        t, c = self.times[start:start + self.batch], self.labels[start:start + self.batch]
-        z = torch.randn(len(t), G.z_dim, generator=torch.Generator().manual_seed(counter_seed(self.seed, 9, start) % 2**62))
+    for start in range(0, len(times), self.batch):
+        t, c = times[start:start + self.batch], labels[start:start + self.batch]
+        z = torch.randn(len(t), G.z_dim, generator=torch.Generator().manual_seed(counter_seed(self.seed, streams[0], start) % 2**62))
         with torch.random.fork_rng(devices=[]):  # G draws its motion noise from the global generator: fix it, leave it as it was
-            torch.manual_seed(counter_seed(self.seed, 10, start))
+            torch.manual_seed(counter_seed(self.seed, streams[1], start))
             frames = G(z.to(device), c.to(device), t.to(device), noise_mode='const').float().cpu()
         out.append(frames.reshape(len(t), -1, *frames.shape[1:]).clamp(-1, 1))
     return torch.cat(out)
 
 @patch
 def __call__(self: LearningProbe, G) -> dict:
-    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance, the shape change, the glide, the shimmer and the disc-square gap."
+    "Fréchet distance, motion and edge energy of G's clips against the real ones (and their ratios fake/real), the outline distance, the shape change, the glide, the shimmer, the motion by frame gap and the disc-square gap."
     fake = self.fake_clips(G)
+    by_gap = motion_by_gap(self.fake_steady(G), self.gaps)
     gap = disc_square_gap(self.shape_axis(fake), self.shapes) if self.shape_axis is not None and G.c_dim else math.nan  # asked for the clips' shapes
     fd = float(frechet_distance(*_moments(clip_features(fake)), *self.real_moments))
     outline = float(frechet_distance(*_moments(outline_features(fake)), *self.outline_moments))
@@ -344,6 +377,8 @@ def __call__(self: LearningProbe, G) -> dict:
             'shape_ratio': ratio(sf, self.shape_real), 'shape_ratio_floor': ratio(self.shape_other, self.shape_real),
             'glide_fake': gf, 'glide_real': self.glide_real, 'glide_ratio': ratio(gf, self.glide_real),
             'shimmer_fake': hf, 'shimmer_real': self.shimmer_real, 'shimmer_ratio': ratio(hf, self.motion_real),   # over the data's whole change: the part of the motion ratio that is shimmer
+            'motion_gaps': list(self.gaps), 'motion_by_gap_fake': by_gap, 'motion_by_gap_real': list(self.gap_motion_real),
+            'motion_by_gap_ratio': [ratio(f, r) for f, r in zip(by_gap, self.gap_motion_real)],
             'disc_square_gap': gap, 'disc_square_gap_real': self.gap_real}
 
 # %% ../nbs/09_demo.ipynb #c3a1e0d7
@@ -445,6 +480,10 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         log(f"      shimmer, the frame change away from every outline (a still background has none; not a target) "
             f"{e['shimmer_ratio']:.2f} of the data's whole frame change (the data's own: "
             f"{e['shimmer_real'] / e['motion_real'] if e['motion_real'] else math.nan:.2f})")
+        if e['motion_gaps']:
+            log(f"      motion by frame gap {' / '.join(map(str, e['motion_gaps']))} (consecutive frames; not a target) fake/real "
+                f"{' / '.join(f'{r:.2f}' for r in e['motion_by_gap_ratio'])} (shapes that glide as the data's: about the same "
+                f"at every gap; shapes that wobble or flicker: highest at gap 1)")
         if not math.isnan(e['disc_square_gap']):
             log(f"      disc-square gap, how differently G draws the two classes' outlines (0: alike, 1: as the data's discs and squares; "
                 f"strict: rounded corners lie between; not a target) {e['disc_square_gap']:.2f} (the data's: {e['disc_square_gap_real']:.2f})")

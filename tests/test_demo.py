@@ -127,7 +127,8 @@ def test_learning_bench_prints_the_curves_and_saves_them(tmp_path):
         assert row['floor'] > 0 and row['frechet'] > 0 and row['motion_ratio'] > 0 and row['edge_ratio'] > 0 and row['rss_gb'] > 0
         assert row['shape_ratio'] > 0 and row['shape_ratio_floor'] > 0 and row['glide_real'] > 0 and row['glide_ratio'] >= 0
         assert {'disc_square_gap', 'disc_square_gap_real'} <= row.keys() and 0 <= row['shimmer_ratio'] and row['shimmer_real'] >= 0
-    assert lines[head].split()[-5:] == ['shape', 'glide', 'shimmer', 'gap', 'rss_GB']
+        assert row['motion_gaps'] == [1, 2, 4, 8] and len(row['motion_by_gap_ratio']) == 4 and min(row['motion_by_gap_real']) > 0
+    assert lines[head].split()[-6:] == ['shape', 'glide', 'shimmer', 'motion1', 'gap', 'rss_GB']
     assert rows[0]['cpu_s'] == 0 and rows[-1]['cpu_s'] > 0
     assert Image.open(out / 'learning_toy.png').size[0] > 500
     r = subprocess.run([sys.executable, str(bench), '--replot', str(out / 'learning_toy.jsonl'), '--out', str(out)],
