@@ -145,6 +145,38 @@ def test_videos_dir_with_workers_and_broken_report(tmp_path, capsys):
     assert not (tmp_path / 'out_broken.json').exists()
 
 
+_HELD = __import__('threading').Lock()  # held by the test process while workers run
+
+
+def _lock_is_free(task):
+    "Worker: can this process take `_HELD`? (A fork of the test process would inherit it held.)"
+    got = _HELD.acquire(timeout=2)
+    if got: _HELD.release()
+    return task, got
+
+
+def _die_on_two(task):
+    "Worker: dies without a word on task 2, as a process killed for memory does."
+    if task[1] == 2: os.kill(os.getpid(), signal.SIGKILL)
+    return task
+
+
+def test_workers_do_not_inherit_this_process_s_locks():
+    # A thread of this process (a decoder, a kernel client, torch) may hold a lock at the instant the workers start;
+    # a worker forked then would wait on it forever, which is how a CI run hung here. Workers start fresh instead.
+    with _HELD:
+        out = list(prepare._map_tasks(_lock_is_free, [('a', 0), ('b', 1), ('c', 2)], 2))
+    assert out == [(('a', 0), True), (('b', 1), True), (('c', 2), True)]
+
+
+def test_a_worker_that_dies_is_an_error_naming_the_clip_not_a_hang():
+    tasks = [(f'clip{i}.mp4', i) for i in range(6)]
+    got = []
+    with pytest.raises(prepare.WorkerDied, match=r'while converting clip[0-2]\.mp4.*num_workers=0'):
+        for r in prepare._map_tasks(_die_on_two, tasks, 2): got.append(r)
+    assert got == tasks[:len(got)] and len(got) <= 2  # results before the death arrive in order
+
+
 def test_videos_dir_errors(tmp_path, capsys):
     assert cli_main(['videos', '-s', str(tmp_path / 'missing'), '-t', str(tmp_path / 'o')]) == 2
     assert 'missing does not exist' in capsys.readouterr().err

@@ -199,8 +199,8 @@ def test_cli_trains_resumes_and_runs_the_notebook(tmp_path, data16, capsys):
 
 
 @pytest.mark.parametrize('switch', ['train.dtype=bf16', 'train.channels_last=true', 'train.dtype=fp16',
-    pytest.param('train.compile=true', marks=pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
-                                                             reason='slow (torch.compile of G on the CPU took 570 s here): set STYLEGAN_V_SLOW=1'))])
+    pytest.param('train.compile=true', marks=[pytest.mark.timeout(3600), pytest.mark.skipif(os.environ.get('STYLEGAN_V_SLOW') != '1',
+                                                             reason='slow (torch.compile of G on the CPU took 570 s here): set STYLEGAN_V_SLOW=1')])])
 def test_precision_memory_format_and_compile_switches_train_on_cpu(tmp_path, data16, switch):
     s = run_training(tiny_plan(data16, f'train.kimg={2 * FRAMES_PER_STEP / 1000}', 'train.snap=100', switch), tmp_path / 'run', log=lambda *a: None)
     assert s['steps'] == 2 and all(math.isfinite(v) for k, v in s['stats'].items() if k.startswith('Loss/'))

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
 import copy
 import io
 import json
@@ -29,8 +31,8 @@ from .video import (VIDEO_EXTENSIONS, VideoReadError, count_video_frames, iter_v
 from .synthetic import write_synthetic_dataset
 
 # %% auto #0
-__all__ = ['PrepareError', 'video_to_dataset', 'list_videos', 'broken_report_path', 'videos_to_dataset', 'crop_dataset',
-           'mask_box', 'square_box', 'union_box', 'faces_to_dataset', 'static_dataset', 'positive_int',
+__all__ = ['PrepareError', 'video_to_dataset', 'WorkerDied', 'list_videos', 'broken_report_path', 'videos_to_dataset',
+           'crop_dataset', 'mask_box', 'square_box', 'union_box', 'faces_to_dataset', 'static_dataset', 'positive_int',
            'non_negative_int', 'jpeg_quality', 'positive_float', 'hyphen_help', 'build_parser', 'cli_main']
 
 # %% ../../nbs/03e_data.prepare.ipynb #4cac317e
@@ -99,10 +101,34 @@ def _convert_clip(task):
     except Exception as e:  # any failure on one clip is reported, not fatal
         return str(path), None, f'{type(e).__name__}: {e}', size
 
+class WorkerDied(RuntimeError):
+    "A worker process ended without returning (killed, out of memory, crashed in native code)."
+
+def _worker_context():
+    "Workers start from a fresh interpreter (a fork server where there is one, else spawn), never as a fork of this process."
+    if 'forkserver' not in multiprocessing.get_all_start_methods(): return multiprocessing.get_context('spawn')
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload([__name__])  # the server imports this module (and torch) once; each worker forks from it
+    return ctx
+
 def _map_tasks(fn, tasks, num_workers):
+    "`map(fn, tasks)`, in order, in `num_workers` processes (0: here), at most two tasks per worker ahead of the reader; `task[0]` names the input."
     if num_workers == 0: yield from map(fn, tasks); return
-    with multiprocessing.get_context('spawn' if sys.platform != 'linux' else 'fork').Pool(num_workers) as pool:
-        yield from pool.imap(fn, tasks)
+    tasks = list(tasks)
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=_worker_context()) as pool:
+        pending = collections.deque()
+        try:
+            for i in range(len(tasks)):
+                try:
+                    while len(pending) < 2 * num_workers and i + len(pending) < len(tasks):
+                        pending.append(pool.submit(fn, tasks[i + len(pending)]))
+                    result = pending.popleft().result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    raise WorkerDied(f"a worker process died (killed or out of memory?) while converting {tasks[i][0]} "
+                                     f"or one of the {len(pending)} after it; num_workers=0 converts in this process") from None
+                yield result
+        finally:
+            for f in pending: f.cancel()
 
 # %% ../../nbs/03e_data.prepare.ipynb #d9edaad5
 def list_videos(source_dir, exts: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
