@@ -490,7 +490,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         missed = meets_targets(e)
         log(f"      learning targets: {'all met' if not missed else 'missed: ' + '; '.join(missed)}")
         if missed and cfg.kimg < 168:
-            log("      (of nine runs of the default, the one that missed had not yet learned to move at step 4200; trained on, "
+            log("      (of ten runs of the default, the one that missed had not yet learned to move at step 4200; trained on, "
                 "it met all three from step 5600 and moved like the others by 7000: `kimg=168` trains 7000 steps; "
                 "'Choosing the route', sixteenth round)")
     else: log("[3/6] learning measurement skipped (evidence_clips=0)")
