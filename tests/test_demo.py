@@ -50,7 +50,7 @@ def test_demo_outputs_exist_and_decode(demo_run):
     assert strip.shape == (3 * 16 * 4 + 2, 8 * 16 * 4 + 7, 3)       # 3 videos x 8 frames, 4x scaled, 1 px gaps
     assert s['train']['steps'] == 2 and s['evidence']['init']['frechet'] > 0
     assert s['train']['sec_per_kimg'] > 0 and 'last_tick_sec_per_kimg' in s['train']   # the run's mean, and the last tick's
-    # 2 steps miss the targets: the demo says which, and what the one default run in nine that missed needed
+    # 2 steps miss the targets: the demo says which, and what the one default run in ten that missed needed
     assert 'learning targets: missed: ' in stdout and '`kimg=168` trains 7000 steps' in stdout
 
 
